@@ -1,0 +1,7 @@
+"""Entry point for ``python -m storescpd``."""
+
+import sys
+
+from storescpd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The serving side: the only package that speaks DICOM (pynetdicom, pydicom)."""
