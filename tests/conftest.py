@@ -1,0 +1,243 @@
+"""Shared test fixtures: storescpd and DCMTK servers on loopback, DCMTK clients, test data.
+
+storescpd is started the way systemd would start it: the test binds 127.0.0.1 on a free port,
+hands the listening socket over as fd 3 (``LISTEN_FDS``/``LISTEN_PID``) and waits for
+``READY=1`` on its own ``NOTIFY_SOCKET``. That is an event, so no test waits by sleeping, and no
+port can be taken by someone else between choosing it and listening on it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+DCMTK_BIN = Path("/usr/bin")
+READY_TIMEOUT = 20.0
+STOP_TIMEOUT = 15.0
+
+
+def dcmtk(tool: str) -> str:
+    """Absolute path of a DCMTK tool; missing tools fail under CI and skip elsewhere.
+
+    pynetdicom installs its own ``storescp`` on PATH, so DCMTK tools are always called by path.
+    """
+    path = DCMTK_BIN / tool
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"DCMTK tool {path} is missing on CI")
+        pytest.skip(f"DCMTK tool {path} is not installed")
+    return str(path)
+
+
+def run_dcmtk(tool: str, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run a DCMTK tool with Nagle disabled (``TCP_NODELAY=1``), capturing its output."""
+    env = dict(os.environ, TCP_NODELAY="1")
+    return subprocess.run(
+        [dcmtk(tool), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (only for servers we cannot hand a socket)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def poll_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll for a condition that no event announces (e.g. DCMTK's storescp starting to listen)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        select.select([], [], [], 0.02)
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Server:
+    """A server process under test; ``stop()`` ends it and returns its exit status."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, od: Path, log: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.od = od
+        self.log_path = log
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"not stopped in {STOP_TIMEOUT}s:\n{self.log}") from None
+        return int(self.proc.returncode)
+
+
+def start_storescpd(
+    args: Sequence[str], od: Path, log: Path, *, extra_env: dict[str, str] | None = None
+) -> Server:
+    """Start ``python -m storescpd ARGS -od OD PORT`` on an inherited listener; wait for READY=1."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(50)
+    port = int(listener.getsockname()[1])
+    notify_path = log.with_name(log.name + ".notify")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    env = dict(os.environ, LISTEN_FDS="1", NOTIFY_SOCKET=str(notify_path), **(extra_env or {}))
+    env.pop("LISTEN_PID", None)
+    argv = [sys.executable, "-m", "storescpd", *args, "-od", str(od), str(port)]
+    # systemd sets LISTEN_PID to the service's own pid; a shell that execs gives us that pid.
+    shim = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh", *argv]
+    fd = listener.fileno()
+
+    def put_listener_on_fd3() -> None:
+        os.dup2(fd, 3)
+        os.set_inheritable(3, True)
+
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            shim, env=env, stdout=out, stderr=subprocess.STDOUT, pass_fds=(fd,),
+            preexec_fn=put_listener_on_fd3,
+        )
+    listener.close()
+    server = Server(proc, port, od, log)
+    try:
+        _await_ready(notify, proc, server)
+    finally:
+        notify.close()
+        notify_path.unlink(missing_ok=True)
+    return server
+
+
+def _await_ready(notify: socket.socket, proc: subprocess.Popen[bytes], server: Server) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or proc.poll() is not None:
+            server.stop(signal.SIGKILL)
+            raise AssertionError(f"storescpd did not become ready:\n{server.log}")
+        readable, _, _ = select.select([notify], [], [], min(remaining, 0.5))
+        if readable and b"READY=1" in notify.recv(4096).split(b"\n"):
+            return
+
+
+def start_dcmtk_storescp(args: Sequence[str], od: Path, log: Path) -> Server:
+    """Start DCMTK's own ``storescp ARGS -od OD PORT`` (with TCP_NODELAY=1) as a reference."""
+    port = free_port()
+    env = dict(os.environ, TCP_NODELAY="1")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [dcmtk("storescp"), *args, "-od", str(od), str(port)],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    server = Server(proc, port, od, log)
+    try:
+        poll_until(lambda: proc.poll() is not None or _accepts_connections(port), 10, "storescp")
+    except TimeoutError:
+        server.stop(signal.SIGKILL)
+        raise
+    if proc.poll() is not None:
+        raise AssertionError(f"DCMTK storescp exited early:\n{server.log}")
+    return server
+
+
+@pytest.fixture
+def storescpd(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Factory: ``storescpd(args, od=None)`` starts a server; all are stopped after the test.
+
+    A server that is still running at teardown must stop cleanly on SIGTERM (exit status 0).
+    """
+    servers: list[Server] = []
+
+    def start(
+        args: Sequence[str] = (), od: Path | None = None, extra_env: dict[str, str] | None = None
+    ) -> Server:
+        out = od if od is not None else tmp_path / f"od{len(servers)}"
+        out.mkdir(exist_ok=True)
+        log = tmp_path / f"storescpd{len(servers)}.log"
+        server = start_storescpd(args, out, log, extra_env=extra_env)
+        servers.append(server)
+        return server
+
+    yield start
+    failures = []
+    for server in servers:
+        if server.alive():
+            status = server.stop()
+            if status != 0:
+                failures.append(f"storescpd exited with {status}:\n{server.log}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.fixture
+def dcmtk_storescp(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Factory for DCMTK reference servers; all are killed after the test."""
+    servers: list[Server] = []
+
+    def start(args: Sequence[str] = (), od: Path | None = None) -> Server:
+        out = od if od is not None else tmp_path / f"ref{len(servers)}"
+        out.mkdir(exist_ok=True)
+        server = start_dcmtk_storescp(args, out, tmp_path / f"dcmtk{len(servers)}.log")
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(signal.SIGKILL)
+
+
+def pydicom_test_files() -> list[Path]:
+    """Every DICOM file bundled with pydicom itself (no downloads)."""
+    import pydicom
+
+    folder = Path(pydicom.__file__).parent / "data" / "test_files"
+    return sorted(p for p in folder.rglob("*") if p.is_file() and _is_part10(p))
+
+
+def _is_part10(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(132)
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+@pytest.fixture
+def ct_small() -> Path:
+    from pydicom.data import get_testdata_file
+
+    return Path(str(get_testdata_file("CT_small.dcm")))
+
+
+def which(tool: str) -> str | None:
+    return shutil.which(tool)
