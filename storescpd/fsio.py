@@ -1,0 +1,125 @@
+"""Durable, atomic file creation: what "stored" means (DESIGN §4).
+
+A file is written under a hidden temporary name in its target directory, flushed and fsynced,
+renamed to its final name, and the directory is fsynced; only then may the sender be told
+"success". Any failure removes the temporary file, so no partial file ever carries a final name.
+Knows nothing about DICOM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from types import TracebackType
+from typing import BinaryIO
+
+log = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".storescpd-"
+TEMP_SUFFIX = ".part"
+
+
+class AtomicFile:
+    """A file that appears under ``final_path`` only when :meth:`commit` succeeds.
+
+    Use as a context manager; leaving the block without ``commit()`` removes the temporary file.
+
+    Parameters
+    ----------
+    final_path : str
+        Where the file must appear. Its directory must exist.
+    sync : bool
+        fsync the file and its directory before and after the rename (``--no-sync`` turns it off).
+    """
+
+    def __init__(self, final_path: str, *, sync: bool = True) -> None:
+        self.final_path = final_path
+        self.sync = sync
+        directory, name = os.path.split(final_path)
+        self.directory = directory or "."
+        # The random part keeps two writers of the same final name (e.g. a resent
+        # instance on two associations) from sharing a temporary file.
+        temp_name = f"{TEMP_PREFIX}{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        self.temp_path = os.path.join(self.directory, temp_name)
+        self.file: BinaryIO | None = None
+        self.replaced_existing = False
+
+    def __enter__(self) -> AtomicFile:
+        fd = os.open(self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        self.file = os.fdopen(fd, "wb")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.file is not None:
+            self.discard()
+
+    def commit(self) -> None:
+        """Make the written bytes durable under the final name."""
+        assert self.file is not None, "commit() outside the with block or twice"
+        f, self.file = self.file, None
+        try:
+            f.flush()
+            if self.sync:
+                os.fsync(f.fileno())
+        finally:
+            f.close()
+        self.replaced_existing = os.path.lexists(self.final_path)
+        try:
+            os.replace(self.temp_path, self.final_path)
+        except OSError:
+            _unlink_quietly(self.temp_path)
+            raise
+        if self.sync:
+            fsync_directory(self.directory)
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (idempotent)."""
+        f, self.file = self.file, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError as err:
+                log.debug("closing %s failed: %s", self.temp_path, err)
+        _unlink_quietly(self.temp_path)
+
+
+def fsync_directory(path: str) -> None:
+    """fsync a directory so that a rename inside it survives a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def copy_stream(src: BinaryIO, dst: BinaryIO, chunk: int = 1 << 20) -> int:
+    """Copy the rest of ``src`` into ``dst`` in bounded memory; return the byte count."""
+    total = 0
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    while True:
+        n = src.readinto(view)  # type: ignore[attr-defined]
+        if not n:
+            return total
+        dst.write(view[:n])
+        total += n
+
+
+def is_writable_directory(path: str) -> bool:
+    """True when ``path`` is a directory we can create files in."""
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        log.warning("cannot remove temporary file %s: %s", path, err)

@@ -1,0 +1,49 @@
+"""Listening sockets: bind one ourselves, or adopt those systemd passed (``LISTEN_FDS``).
+
+Knows nothing about DICOM.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+SD_LISTEN_FDS_START = 3
+BACKLOG = 50  # as DCMTK's storescp
+
+
+def bind(port: int, host: str = "") -> socket.socket:
+    """Listen on ``host:port`` (all IPv4 addresses by default, like DCMTK) with SO_REUSEADDR."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock
+
+
+def inherited(environ: dict[str, str] | None = None) -> list[socket.socket]:
+    """Listening sockets handed over by systemd (or a test) for this very process.
+
+    Follows sd_listen_fds(3): only when ``LISTEN_PID`` names us; the variables are then removed
+    so that children started later do not take the sockets for theirs.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    try:
+        count = int(env.get("LISTEN_FDS", "0"))
+    except ValueError:
+        count = 0
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        env.pop(name, None)
+    sockets = []
+    for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count):
+        sock = socket.socket(fileno=fd)
+        sock.set_inheritable(False)
+        sockets.append(sock)
+    return sockets
