@@ -1,0 +1,99 @@
+"""``storescpd [options] port``: command line → checks → listeners → serving loop.
+
+The only place that turns errors into exit statuses (SPEC §3): every command-line, configuration
+and start-up error exits with 1, like DCMTK's storescp.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+
+from storescpd import listeners, logs, options
+from storescpd.exitcodes import ExitCode
+from storescpd.fsio import is_writable_directory
+from storescpd.master import SingleProcessServer
+
+log = logging.getLogger("storescpd")
+
+
+class StartupError(Exception):
+    """A fatal start-up problem, logged as DCMTK's ``F:``/``E:`` line before exiting with 1."""
+
+    def __init__(self, message: str, level: int = logging.CRITICAL) -> None:
+        super().__init__(message)
+        self.level = level
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run storescpd; returns the process exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    parsed = options.run_command_line(args, sys.stdout, sys.stderr)
+    if isinstance(parsed, int):
+        return parsed
+    opts = parsed
+    later = options.not_yet_supported(opts)
+    if later:
+        sys.stderr.write(options.format_error(f"{later[0]} is not supported yet"))
+        return ExitCode.COMMAND_LINE
+    try:
+        logs.configure(opts.log_level, opts.log_config)
+    except logs.LogConfigError as err:
+        sys.stderr.write(options.format_error(str(err)))
+        return ExitCode.COMMAND_LINE
+    if opts.arguments:
+        _print_arguments(args)
+    try:
+        return serve(opts)
+    except StartupError as err:
+        log.log(err.level, "%s", err)
+        return ExitCode.COMMAND_LINE
+
+
+def serve(opts: options.Options) -> int:
+    """Check the environment, open the listeners and serve until stopped."""
+    from storescpd.worker.acceptor import Acceptor  # DICOM stack only once serving
+
+    sockets = listeners.inherited()
+    if not sockets:
+        _check_port(opts)
+    _check_output_directory(opts)
+    if not sockets:
+        sockets = [_bind(opts)]
+    acceptor = Acceptor(opts)
+    try:
+        SingleProcessServer(sockets, acceptor.serve).run()
+    finally:
+        acceptor.close()
+    return ExitCode.OK
+
+
+def _check_port(opts: options.Options) -> None:
+    if opts.port is not None and opts.port < 1024 and os.geteuid() != 0:
+        raise StartupError(f"cannot listen on port {opts.port}, insufficient privileges")
+
+
+def _bind(opts: options.Options) -> socket.socket:
+    assert opts.port is not None
+    try:
+        return listeners.bind(opts.port)
+    except OSError as err:
+        raise StartupError(f"cannot create network: {err.strerror or err}", logging.ERROR) from err
+
+
+def _check_output_directory(opts: options.Options) -> None:
+    directory = opts.output_directory
+    if not os.path.isdir(directory):
+        raise StartupError("specified output directory does not exist")
+    if not opts.ignore and not is_writable_directory(directory):
+        raise StartupError("specified output directory is not writeable")
+
+
+def _print_arguments(args: Sequence[str]) -> None:
+    """``--arguments``: one INFO line whatever the log level (SPEC §1.4)."""
+    expanded = options.expanded_arguments(args)
+    quoted = "".join(f"'{a}' " for a in expanded)
+    sys.stderr.write(f"I: calling '{sys.argv[0]}' with {len(expanded)} arguments: {quoted}\n")

@@ -1,0 +1,284 @@
+"""Serve one association on a socket that was accepted elsewhere: the only pynetdicom seam.
+
+The same :class:`Acceptor` serves the single-process mode, ``--fork`` children, pool workers and
+``--inetd`` (PYNETDICOM.md §1): a non-binding ``AssociationServer`` subclass is fed the connected
+socket through the stdlib ``process_request`` hook, after the socket hygiene of §0.2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.transport import AssociationServer
+
+from storescpd.options import Options
+from storescpd.worker.contexts import promiscuous_additions, supported_contexts
+from storescpd.worker.meta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from storescpd.worker.store import Storage
+
+log = logging.getLogger(__name__)
+
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+MAX_SEND_PDU = 131072  # DCMTK never sends larger PDUs (SPEC §4.5)
+
+
+class QuickAckSocket(socket.socket):
+    """A TCP socket that re-arms TCP_QUICKACK before every read.
+
+    Linux clears QUICKACK on its own; a sender that leaves Nagle on (DCMTK's default) would
+    otherwise wait ~40 ms for our delayed ACK on every message (PYNETDICOM.md §4.2).
+    """
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        self._quickack()
+        return super().recv(bufsize, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        self._quickack()
+        return super().recv_into(buffer, nbytes, flags)
+
+    def _quickack(self) -> None:
+        try:
+            self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        except OSError:
+            pass
+
+
+class ConnectedSocketServer(AssociationServer):
+    """An ``AssociationServer`` that never binds or listens: it only serves given sockets."""
+
+    def server_bind(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
+
+    def server_activate(self) -> None:
+        pass
+
+    def server_close(self) -> None:
+        pass
+
+
+@dataclass
+class _Association:
+    """What one association's handlers share (they run in pynetdicom's threads)."""
+
+    assoc: Association | None = None
+    sleep_after_pending: bool = False
+    aborted_by_option: bool = False
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+class Acceptor:
+    """Everything needed to serve associations, built once per process.
+
+    Parameters
+    ----------
+    opts : Options
+        The parsed command line.
+    """
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        _config.STORE_RECV_CHUNKED_DATASET = True  # large objects never sit in memory
+        _config.LOG_HANDLER_LEVEL = "none"  # we log DCMTK's lines ourselves
+        self.spool_dir = tempfile.mkdtemp(prefix="storescpd-spool-")
+        tempfile.tempdir = self.spool_dir  # pynetdicom spools data sets here
+        self.storage = Storage(opts)
+        self.ae = self._make_ae()
+        self.contexts = supported_contexts(opts.prefer, echo=not opts.no_echo)
+
+    def _make_ae(self) -> AE:
+        opts = self.opts
+        ae = AE(ae_title=(opts.aetitle[:16].strip() or "STORESCP"))
+        ae.maximum_pdu_size = opts.max_pdu
+        ae.acse_timeout = opts.acse_timeout
+        ae.network_timeout = opts.network_timeout or None
+        ae.dimse_timeout = opts.dimse_timeout
+        ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+        ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+        ae.maximum_associations = 1000  # the process model enforces limits, not the AE
+        return ae
+
+    def close(self) -> None:
+        """Remove this process's spool directory."""
+        shutil.rmtree(self.spool_dir, ignore_errors=True)
+
+    def serve(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        """Serve one association on ``sock`` until it ends; always closes the socket."""
+        try:
+            sock = self._prepare(sock)
+            if not self._peer_speaks(sock):
+                log.debug("connection from %s closed before sending anything", peer[0])
+                _close(sock)
+                return
+            state = _Association()
+            server = self.ae.make_server(
+                ("", 0),
+                server_class=ConnectedSocketServer,
+                evt_handlers=self._handlers(state),
+                contexts=self.contexts,
+            )
+            server.process_request(sock, peer)
+            assoc = state.assoc
+            if assoc is not None:
+                try:
+                    assoc.join()
+                finally:
+                    # Also reached when a stop signal interrupts join(): the DUL thread is
+                    # not a daemon and would keep the process alive.
+                    if assoc.is_established:
+                        assoc.abort()
+                    if assoc.dul.is_alive():
+                        assoc.kill()
+        finally:
+            self._sweep_spool()
+
+    def _prepare(self, sock: socket.socket) -> socket.socket:
+        # A socket passed between processes keeps O_NONBLOCK; pynetdicom needs blocking reads
+        # bounded by a timeout so a stalled peer cannot pin us (PYNETDICOM.md §3.10).
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = QuickAckSocket(fileno=sock.detach())
+        sock.setblocking(True)
+        timeout = self.opts.socket_timeout
+        if timeout > 0:
+            sock.settimeout(timeout)
+        return sock
+
+    def _peer_speaks(self, sock: socket.socket) -> bool:
+        """Wait for the first byte (ACSE timeout); a connect-and-close is not an association."""
+        readable, _, _ = select.select([sock], [], [], self.opts.acse_timeout)
+        if not readable:
+            return True  # let pynetdicom time the peer out and log it
+        try:
+            return bool(sock.recv(1, socket.MSG_PEEK))
+        except OSError:
+            return False
+
+    def _sweep_spool(self) -> None:
+        # pynetdicom leaves the spool file of an aborted transfer behind.
+        shutil.rmtree(self.spool_dir, ignore_errors=True)
+        try:
+            os.makedirs(self.spool_dir, exist_ok=True)
+        except OSError as err:
+            log.error("cannot recreate spool directory %s: %s", self.spool_dir, err)
+
+    def _handlers(self, state: _Association) -> list[Any]:
+        opts = self.opts
+        handlers: list[Any] = [
+            (evt.EVT_CONN_OPEN, lambda event: _capture(state, event)),
+            (evt.EVT_REQUESTED, lambda event: self._on_requested(event)),
+            (evt.EVT_ACCEPTED, _on_accepted),
+            (evt.EVT_RELEASED, lambda event: log.info("Association Release")),
+            (evt.EVT_ABORTED, lambda event: log.info("Association Aborted")),
+            (evt.EVT_C_ECHO, _on_echo),
+            (evt.EVT_C_STORE, lambda event: self._on_store(state, event)),
+        ]
+        if opts.sleep_during or opts.abort_during:
+            handlers.append((evt.EVT_PDU_RECV, lambda event: self._on_pdu_recv(state, event)))
+        if opts.sleep_after:
+            handlers.append((evt.EVT_PDU_SENT, lambda event: self._on_pdu_sent(state, event)))
+        return handlers
+
+    def _on_requested(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        log.info("Association Received")
+        rq = assoc.requestor.primitive
+        if self.opts.refuse:
+            log.info("Refusing Association (forced via command line)")
+            _reject(assoc, 1, 1, 1)
+        elif str(rq.application_context_name) != APPLICATION_CONTEXT:
+            log.info(
+                "Association Rejected: Bad Application Context Name: %s",
+                rq.application_context_name,
+            )
+            _reject(assoc, 1, 1, 2)
+        elif self.opts.reject and not assoc.requestor.implementation_class_uid:
+            log.info("Association Rejected: No Implementation Class UID provided")
+            _reject(assoc, 1, 1, 1)
+        elif self.opts.promiscuous:
+            proposed = [str(cx.abstract_syntax) for cx in rq.presentation_context_definition_list]
+            extra = promiscuous_additions(proposed, assoc.acceptor.supported_contexts,
+                                          self.opts.prefer)
+            if extra:
+                assoc.acceptor.supported_contexts = assoc.acceptor.supported_contexts + extra
+
+    def _on_store(self, state: _Association, event: evt.Event) -> int:
+        if self.opts.abort_after:
+            log.info("Received Store Request (MsgID %s)", event.request.MessageID)
+            log.error("ABORT initiated (due to command line options)")
+            state.aborted_by_option = True
+            event.assoc.abort()
+            return 0xA700
+        status = self.storage.store(event)
+        if self.opts.sleep_after:
+            state.sleep_after_pending = True
+        return status
+
+    def _on_pdu_recv(self, state: _Association, event: evt.Event) -> None:
+        pdu = event.pdu
+        if not isinstance(pdu, P_DATA_TF):
+            return
+        carries_data = any(not (pdv[1][0] & 1) for pdv in _items(pdu))
+        if not carries_data:
+            return
+        if self.opts.abort_during and not state.aborted_by_option:
+            log.error("ABORT initiated (due to command line options)")
+            state.aborted_by_option = True
+            event.assoc.abort()
+        elif self.opts.sleep_during:
+            time.sleep(self.opts.sleep_during)
+
+    def _on_pdu_sent(self, state: _Association, event: evt.Event) -> None:
+        if state.sleep_after_pending and isinstance(event.pdu, P_DATA_TF):
+            state.sleep_after_pending = False
+            time.sleep(self.opts.sleep_after)
+
+
+def _items(pdu: P_DATA_TF) -> list[tuple[int, bytes]]:
+    return cast(list[tuple[int, bytes]], pdu.presentation_data_value_items)
+
+
+def _capture(state: _Association, event: evt.Event) -> None:
+    state.assoc = event.assoc
+    state.ready.set()
+
+
+def _reject(assoc: Association, result: int, source: int, reason: int) -> None:
+    # Without kill() the socket is closed before the DUL has sent the RJ (PYNETDICOM.md §3.4).
+    assoc.acse.send_reject(result, source, reason)
+    assoc.kill()
+
+
+def _on_accepted(event: evt.Event) -> None:
+    assoc = event.assoc
+    peer_max = assoc.requestor.maximum_length or 0
+    send_pdu = MAX_SEND_PDU if peer_max == 0 or peer_max > MAX_SEND_PDU else peer_max
+    log.info("Association Acknowledged (Max Send PDV: %d)", send_pdu - 12)
+    if not assoc.accepted_contexts:
+        log.info("    (but no valid presentation contexts)")
+
+
+def _on_echo(event: evt.Event) -> int:
+    log.info("Received Echo Request (MsgID %s)", event.request.MessageID)
+    return 0x0000
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()

@@ -1,0 +1,70 @@
+"""Presentation contexts the acceptor supports, built once per process from the options.
+
+DCMTK's default: Verification plus the 186 storage SOP classes of SPEC Appendix A, each with
+the transfer-syntax preference list of the ``+x`` option in force (Appendix B); the SCP's order
+wins. ``--promiscuous`` adds, per association, any proposed SOP class that has no name.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from pydicom.uid import UID
+from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import register_uid, uid_to_service_class
+
+from storescpd.naming import DEFAULT_STORAGE_CLASSES
+from storescpd.syntaxes import VERIFICATION, preference_list
+
+
+class SharedContexts(list[PresentationContext]):
+    """A context list that pynetdicom's per-association ``deepcopy`` copies shallowly.
+
+    Acceptor negotiation only reads these objects, and copying 187 contexts deeply costs
+    several milliseconds per association (PYNETDICOM.md §4.4).
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[PresentationContext]:
+        return copy.copy(list(self))
+
+
+def supported_contexts(prefer: str, *, echo: bool = True) -> SharedContexts:
+    """Verification (unless ``--no-echo``) and DCMTK's default storage classes."""
+    syntaxes = list(preference_list(prefer))
+    classes = ([VERIFICATION] if echo else []) + list(DEFAULT_STORAGE_CLASSES)
+    register_storage_classes(DEFAULT_STORAGE_CLASSES)
+    return SharedContexts(build_context(uid, syntaxes) for uid in classes)
+
+
+def register_storage_classes(uids: Iterable[str]) -> None:
+    """Make pynetdicom dispatch C-STORE for storage classes it does not know itself.
+
+    Without this, a C-STORE of such a class makes pynetdicom abort the association.
+    """
+    for uid in uids:
+        if uid_to_service_class(uid) is not StorageServiceClass:
+            register_uid(uid, _keyword(uid), StorageServiceClass)
+
+
+def is_unnamed(uid: str) -> bool:
+    """True for a SOP class UID without a name in the dictionary (``--promiscuous`` accepts it)."""
+    return UID(uid).name == uid
+
+
+def promiscuous_additions(
+    proposed: Iterable[str], supported: Iterable[PresentationContext], prefer: str
+) -> list[PresentationContext]:
+    """Contexts to add for proposed abstract syntaxes that are unnamed and not yet supported."""
+    known = {str(cx.abstract_syntax) for cx in supported}
+    wanted = sorted({uid for uid in proposed if uid not in known and is_unnamed(uid)})
+    register_storage_classes(wanted)
+    syntaxes = list(preference_list(prefer))
+    return [build_context(uid, syntaxes) for uid in wanted]
+
+
+def _keyword(uid: str) -> str:
+    return "StorescpdStorage_" + re.sub(r"[^0-9]", "_", uid)

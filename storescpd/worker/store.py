@@ -1,0 +1,196 @@
+"""The C-STORE handler: name the file, write it durably, answer with DCMTK's statuses.
+
+Statuses (SPEC §5.3, with our data-safety rules of DESIGN §4):
+
+=======  ============================================================================
+0x0000   stored, durable on disk (or ``--ignore``)
+0xA700   out of resources: the file could not be created or written, or the data set
+         cannot be converted to the requested output transfer syntax
+0xA900   the data set's SOP Class/Instance UID differs from the request
+0xC000   cannot understand: the data set cannot be parsed, lacks its UIDs, or the
+         request's SOP Instance UID is not a UID that may name a file
+=======  ============================================================================
+
+Unlike DCMTK, a file is never left behind after a failure status: the temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from datetime import datetime
+from typing import BinaryIO
+
+from pydicom.uid import generate_uid
+from pynetdicom import evt
+
+from storescpd.fsio import AtomicFile, copy_stream
+from storescpd.naming import (
+    TimeNamer,
+    instance_file_name,
+    log_code_for,
+    prefix_for,
+    unique_file_name,
+    within,
+)
+from storescpd.options import Options
+from storescpd.worker.encoding import (
+    ConversionImpossible,
+    Identity,
+    OutputFormat,
+    UnreadableDataset,
+    write_normal,
+)
+from storescpd.worker.meta import BIT_PRESERVING_VERSION_NAME, preamble_and_meta
+
+log = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+DATASET_MISMATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+
+class Refused(Exception):
+    """A store that must be answered with ``status`` before anything is written."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Storage:
+    """Stores received data sets as the options say; one instance per serving process."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.directory = opts.output_directory
+        self.format = OutputFormat(
+            write_xfer=opts.write_xfer,
+            enable_new_vr=opts.enable_new_vr,
+            group_length=opts.group_length,
+            length_explicit=opts.length_explicit,
+            padding=opts.padding,
+            convert_un=opts.convert_un,
+            compression_level=opts.compression_level,
+            write_file=opts.write_file,
+        )
+        self.time_namer = TimeNamer()
+
+    def store(self, event: evt.Event) -> int:
+        """Handle ``EVT_C_STORE``; the returned status is sent only after this returns."""
+        req = event.request
+        sop_class = str(req.AffectedSOPClassUID or "")
+        sop_instance = str(req.AffectedSOPInstanceUID or "")
+        log.info("Received Store Request (MsgID %s, %s)", req.MessageID, log_code_for(sop_class))
+        if self.opts.ignore:
+            return SUCCESS
+        try:
+            path = self._path_for(sop_class, sop_instance)
+        except Refused as refusal:
+            log.error("%s", refusal)
+            return refusal.status
+        calling_ae = str(event.assoc.requestor.ae_title or "").strip()
+        transfer_syntax = str(event.context.transfer_syntax)
+        try:
+            with open(event.dataset_path, "rb") as src:
+                src.seek(_data_set_offset(src))
+                return self._write(src, path, sop_class, sop_instance, transfer_syntax, calling_ae)
+        except OSError as err:
+            log.error("cannot write DICOM file: %s: %s", path, err)
+            return OUT_OF_RESOURCES
+
+    def _path_for(self, sop_class: str, sop_instance: str) -> str:
+        prefix = prefix_for(sop_class)
+        ext = self.opts.filename_extension
+        if self.opts.timenames:
+            name = self.time_namer.name(prefix, ext, datetime.now())
+        elif self.opts.unique_filenames:
+            name = unique_file_name(prefix, str(generate_uid()), ext)
+        else:
+            try:
+                name = instance_file_name(prefix, sop_instance, ext)
+            except ValueError:
+                raise Refused(
+                    CANNOT_UNDERSTAND,
+                    f"refusing to store: SOP Instance UID {sop_instance!r} is not a valid UID",
+                ) from None
+        path = os.path.join(self.directory, name)
+        if not within(self.directory, path):
+            raise Refused(CANNOT_UNDERSTAND, f"refusing to store outside {self.directory}: {name}")
+        return path
+
+    def _write(
+        self,
+        src: BinaryIO,
+        path: str,
+        sop_class: str,
+        sop_instance: str,
+        transfer_syntax: str,
+        calling_ae: str,
+    ) -> int:
+        log.info("storing DICOM file: %s", path)
+        with AtomicFile(path, sync=not self.opts.no_sync) as target:
+            assert target.file is not None
+            if self.opts.bit_preserving:
+                if self.opts.write_file:
+                    target.file.write(
+                        preamble_and_meta(
+                            sop_class, sop_instance, transfer_syntax, calling_ae,
+                            BIT_PRESERVING_VERSION_NAME,
+                        )
+                    )
+                copy_stream(src, target.file)
+            else:
+                try:
+                    identity = write_normal(src, transfer_syntax, target.file, self.format,
+                                            calling_ae)
+                except UnreadableDataset as err:
+                    log.error("cannot understand data set for %s: %s", path, err)
+                    return CANNOT_UNDERSTAND
+                except ConversionImpossible as err:
+                    log.error("cannot write DICOM file: %s: %s", path, err)
+                    return OUT_OF_RESOURCES
+                status = self._check_identity(identity, sop_class, sop_instance, path)
+                if status != SUCCESS:
+                    return status
+            target.commit()
+        if target.replaced_existing:
+            log.warning("DICOM file already exists, overwriting: %s", path)
+        return SUCCESS
+
+    def _check_identity(
+        self, identity: Identity, sop_class: str, sop_instance: str, path: str
+    ) -> int:
+        """DCMTK's consistency checks of the data set against the request (SPEC §5.2 step 5)."""
+        ds_class = self._uid(identity.sop_class_uid)
+        ds_instance = self._uid(identity.sop_instance_uid)
+        if not ds_class or not ds_instance:
+            log.error("bad DICOM file: %s", path)
+            return CANNOT_UNDERSTAND
+        if ds_class != sop_class:
+            log.error("SOP Class UID in data set (%s) differs from request (%s): %s",
+                      ds_class, sop_class, path)
+            return DATASET_MISMATCH
+        if ds_instance != sop_instance:
+            log.error("SOP Instance UID in data set (%s) differs from request (%s): %s",
+                      ds_instance, sop_instance, path)
+            return DATASET_MISMATCH
+        return SUCCESS
+
+    def _uid(self, value: str | None) -> str:
+        if value is None:
+            return ""
+        if self.opts.uid_padding and value.endswith(" "):
+            return value[:-1]
+        return value
+
+
+def _data_set_offset(spool: BinaryIO) -> int:
+    """Where the data set starts in pynetdicom's spool file (after preamble and group 2)."""
+    head = spool.read(144)
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
+        raise OSError("spool file has no file meta information")
+    (group_length,) = struct.unpack("<I", head[140:144])
+    return 144 + int(group_length)
