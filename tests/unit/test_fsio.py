@@ -1,0 +1,85 @@
+"""AtomicFile against the real file system: a final name only ever holds a complete file."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from storescpd.fsio import TEMP_PREFIX, AtomicFile, copy_stream, is_writable_directory
+
+
+def names(directory: Path) -> list[str]:
+    return sorted(os.listdir(directory))
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_commit_publishes_complete_file(tmp_path: Path, sync: bool) -> None:
+    final = tmp_path / "CT.1.2.3"
+    with AtomicFile(str(final), sync=sync) as f:
+        assert f.file is not None
+        f.file.write(b"abc" * 1000)
+        assert names(tmp_path) == [os.path.basename(f.temp_path)]
+        assert os.path.basename(f.temp_path).startswith(TEMP_PREFIX)
+        f.commit()
+    assert names(tmp_path) == ["CT.1.2.3"]
+    assert final.read_bytes() == b"abc" * 1000
+
+
+def test_leaving_without_commit_removes_temp(tmp_path: Path) -> None:
+    with AtomicFile(str(tmp_path / "x")) as f:
+        assert f.file is not None
+        f.file.write(b"partial")
+    assert names(tmp_path) == []
+
+
+def test_exception_removes_temp_and_propagates(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), AtomicFile(str(tmp_path / "x")) as f:
+        assert f.file is not None
+        f.file.write(b"partial")
+        raise RuntimeError("boom")
+    assert names(tmp_path) == []
+
+
+def test_overwrite_is_reported_and_atomic(tmp_path: Path) -> None:
+    final = tmp_path / "x"
+    final.write_bytes(b"old")
+    with AtomicFile(str(final)) as f:
+        assert f.file is not None
+        f.file.write(b"new")
+        assert final.read_bytes() == b"old"
+        f.commit()
+    assert f.replaced_existing
+    assert final.read_bytes() == b"new"
+
+
+def test_rename_failure_removes_temp(tmp_path: Path) -> None:
+    final = tmp_path / "taken"
+    final.mkdir()
+    (final / "child").write_text("keeps the directory non-empty")
+    with pytest.raises(OSError), AtomicFile(str(final)) as f:
+        assert f.file is not None
+        f.file.write(b"data")
+        f.commit()
+    assert names(tmp_path) == ["taken"]
+
+
+def test_missing_directory_raises(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError), AtomicFile(str(tmp_path / "nope" / "x")):
+        pass
+
+
+def test_copy_stream_is_exact() -> None:
+    data = os.urandom(3 * (1 << 20) + 17)
+    out = io.BytesIO()
+    assert copy_stream(io.BytesIO(data), out, chunk=1 << 16) == len(data)
+    assert out.getvalue() == data
+
+
+def test_is_writable_directory(tmp_path: Path) -> None:
+    assert is_writable_directory(str(tmp_path))
+    assert not is_writable_directory(str(tmp_path / "missing"))
+    (tmp_path / "file").write_text("x")
+    assert not is_writable_directory(str(tmp_path / "file"))
