@@ -7,6 +7,7 @@ socket through the stdlib ``process_request`` hook, after the socket hygiene of 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -50,10 +51,7 @@ class QuickAckSocket(socket.socket):
         return super().recv_into(buffer, nbytes, flags)
 
     def _quickack(self) -> None:
-        try:
-            self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        except OSError:
-            pass
+        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
 class ConnectedSocketServer(AssociationServer):
@@ -104,12 +102,15 @@ class Acceptor:
         ae = AE(ae_title=(opts.aetitle[:16].strip() or "STORESCP"))
         ae.maximum_pdu_size = opts.max_pdu
         ae.acse_timeout = opts.acse_timeout
-        ae.network_timeout = opts.network_timeout or None
+        ae.network_timeout = self._idle_timeout()
         ae.dimse_timeout = opts.dimse_timeout
         ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
         ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
         ae.maximum_associations = 1000  # the process model enforces limits, not the AE
         return ae
+
+    def _idle_timeout(self) -> int | None:
+        return self.opts.network_timeout or None
 
     def close(self) -> None:
         """Remove this process's spool directory."""
@@ -186,7 +187,7 @@ class Acceptor:
             (evt.EVT_C_ECHO, _on_echo),
             (evt.EVT_C_STORE, lambda event: self._on_store(state, event)),
         ]
-        if opts.sleep_during or opts.abort_during:
+        if opts.sleep_during or opts.abort_during or opts.dimse_timeout:
             handlers.append((evt.EVT_PDU_RECV, lambda event: self._on_pdu_recv(state, event)))
         if opts.sleep_after:
             handlers.append((evt.EVT_PDU_SENT, lambda event: self._on_pdu_sent(state, event)))
@@ -196,6 +197,7 @@ class Acceptor:
         assoc = event.assoc
         log.info("Association Received")
         rq = assoc.requestor.primitive
+        log.log(self._pc_level, "Association Parameters:\n%s", _describe_request(rq))
         if self.opts.refuse:
             log.info("Refusing Association (forced via command line)")
             _reject(assoc, 1, 1, 1)
@@ -210,10 +212,15 @@ class Acceptor:
             _reject(assoc, 1, 1, 1)
         elif self.opts.promiscuous:
             proposed = [str(cx.abstract_syntax) for cx in rq.presentation_context_definition_list]
-            extra = promiscuous_additions(proposed, assoc.acceptor.supported_contexts,
-                                          self.opts.prefer)
+            extra = promiscuous_additions(
+                proposed, assoc.acceptor.supported_contexts, self.opts.prefer
+            )
             if extra:
                 assoc.acceptor.supported_contexts = assoc.acceptor.supported_contexts + extra
+
+    @property
+    def _pc_level(self) -> int:
+        return logging.INFO if self.opts.verbose_pc else logging.DEBUG
 
     def _on_store(self, state: _Association, event: evt.Event) -> int:
         if self.opts.abort_after:
@@ -231,9 +238,14 @@ class Acceptor:
         pdu = event.pdu
         if not isinstance(pdu, P_DATA_TF):
             return
-        carries_data = any(not (pdv[1][0] & 1) for pdv in _items(pdu))
-        if not carries_data:
+        data = [pdv[1][0] for pdv in _items(pdu) if not pdv[1][0] & 1]
+        if not data:
             return
+        if self.opts.dimse_timeout:
+            # -td bounds each wait for the next fragment of a data set; between
+            # messages the idle timeout applies again.
+            last = bool(data[-1] & 2)
+            event.assoc.network_timeout = self._idle_timeout() if last else self.opts.dimse_timeout
         if self.opts.abort_during and not state.aborted_by_option:
             log.error("ABORT initiated (due to command line options)")
             state.aborted_by_option = True
@@ -262,6 +274,20 @@ def _reject(assoc: Association, result: int, source: int, reason: int) -> None:
     assoc.kill()
 
 
+def _describe_request(rq: Any) -> str:
+    lines = [
+        f"  Calling AE Title: {rq.calling_ae_title}",
+        f"  Called AE Title:  {rq.called_ae_title}",
+        f"  Application Context: {rq.application_context_name}",
+        f"  Implementation Class UID: {rq.implementation_class_uid or ''}",
+        f"  Maximum PDU Length: {rq.maximum_length_received}",
+    ]
+    for cx in rq.presentation_context_definition_list:
+        syntaxes = ", ".join(str(ts) for ts in cx.transfer_syntax)
+        lines.append(f"  Context {cx.context_id}: {cx.abstract_syntax} [{syntaxes}]")
+    return "\n".join(lines)
+
+
 def _on_accepted(event: evt.Event) -> None:
     assoc = event.assoc
     peer_max = assoc.requestor.maximum_length or 0
@@ -269,6 +295,14 @@ def _on_accepted(event: evt.Event) -> None:
     log.info("Association Acknowledged (Max Send PDV: %d)", send_pdu - 12)
     if not assoc.accepted_contexts:
         log.info("    (but no valid presentation contexts)")
+    for cx in assoc.accepted_contexts + assoc.rejected_contexts:
+        log.debug(
+            "  Context %s: %s -> result %s, %s",
+            cx.context_id,
+            cx.abstract_syntax,
+            cx.result,
+            cx.transfer_syntax[0] if cx.transfer_syntax else "-",
+        )
 
 
 def _on_echo(event: evt.Event) -> int:
@@ -277,8 +311,6 @@ def _on_echo(event: evt.Event) -> int:
 
 
 def _close(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     sock.close()

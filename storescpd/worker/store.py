@@ -137,15 +137,19 @@ class Storage:
                 if self.opts.write_file:
                     target.file.write(
                         preamble_and_meta(
-                            sop_class, sop_instance, transfer_syntax, calling_ae,
+                            sop_class,
+                            sop_instance,
+                            transfer_syntax,
+                            calling_ae,
                             BIT_PRESERVING_VERSION_NAME,
                         )
                     )
                 copy_stream(src, target.file)
             else:
                 try:
-                    identity = write_normal(src, transfer_syntax, target.file, self.format,
-                                            calling_ae)
+                    identity = write_normal(
+                        src, transfer_syntax, target.file, self.format, calling_ae
+                    )
                 except UnreadableDataset as err:
                     log.error("cannot understand data set for %s: %s", path, err)
                     return CANNOT_UNDERSTAND
@@ -170,12 +174,20 @@ class Storage:
             log.error("bad DICOM file: %s", path)
             return CANNOT_UNDERSTAND
         if ds_class != sop_class:
-            log.error("SOP Class UID in data set (%s) differs from request (%s): %s",
-                      ds_class, sop_class, path)
+            log.error(
+                "SOP Class UID in data set (%s) differs from request (%s): %s",
+                ds_class,
+                sop_class,
+                path,
+            )
             return DATASET_MISMATCH
         if ds_instance != sop_instance:
-            log.error("SOP Instance UID in data set (%s) differs from request (%s): %s",
-                      ds_instance, sop_instance, path)
+            log.error(
+                "SOP Instance UID in data set (%s) differs from request (%s): %s",
+                ds_instance,
+                sop_instance,
+                path,
+            )
             return DATASET_MISMATCH
         return SUCCESS
 
