@@ -15,9 +15,12 @@ from collections.abc import Sequence
 from storescpd import listeners, logs, options
 from storescpd.exitcodes import ExitCode
 from storescpd.fsio import is_writable_directory
-from storescpd.master import SingleProcessServer
+from storescpd.master import ForkingServer, SingleProcessServer
 
 log = logging.getLogger("storescpd")
+
+INETD_OPTIONS = frozenset({"-id", "--inetd"})
+IMPLEMENTED_LATER_WORK = frozenset({"--fork", "--inetd"})
 
 
 class StartupError(Exception):
@@ -31,11 +34,18 @@ class StartupError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run storescpd; returns the process exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    inetd_socket = None
+    if INETD_OPTIONS.intersection(args):
+        # Before anything can be printed: under xinetd stderr is the peer's socket.
+        try:
+            inetd_socket = listeners.from_inetd()
+        except OSError:
+            return ExitCode.INETD_FD
     parsed = options.run_command_line(args, sys.stdout, sys.stderr)
     if isinstance(parsed, int):
         return parsed
     opts = parsed
-    later = options.not_yet_supported(opts)
+    later = [name for name in options.not_yet_supported(opts) if name not in IMPLEMENTED_LATER_WORK]
     if later:
         sys.stderr.write(options.format_error(f"{later[0]} is not supported yet"))
         return ExitCode.COMMAND_LINE
@@ -47,25 +57,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.arguments:
         _print_arguments(args)
     try:
-        return serve(opts)
+        return serve(opts, inetd_socket)
     except StartupError as err:
         log.log(err.level, "%s", err)
         return ExitCode.COMMAND_LINE
 
 
-def serve(opts: options.Options) -> int:
-    """Check the environment, open the listeners and serve until stopped."""
+def serve(opts: options.Options, inetd_socket: socket.socket | None = None) -> int:
+    """Check the environment, open the listeners and serve until stopped.
+
+    With ``--inetd`` a connected socket on fd 0 gets exactly one association; a listening one
+    (inetd's ``wait`` contract) is served like any other listener.
+    """
     from storescpd.worker.acceptor import Acceptor  # DICOM stack only once serving
 
     sockets = listeners.inherited()
-    if not sockets:
+    if inetd_socket is not None:
+        sockets = [inetd_socket]
+    elif not sockets:
         _check_port(opts)
     _check_output_directory(opts)
     if not sockets:
         sockets = [_bind(opts)]
     acceptor = Acceptor(opts)
     try:
-        SingleProcessServer(sockets, acceptor.serve).run()
+        if inetd_socket is not None and not listeners.is_listening(inetd_socket):
+            acceptor.serve(inetd_socket, listeners.peer_of(inetd_socket))
+        elif opts.fork:
+            ForkingServer(sockets, acceptor.serve_in_child).run()
+        else:
+            SingleProcessServer(sockets, acceptor.serve).run()
     finally:
         acceptor.close()
     return ExitCode.OK

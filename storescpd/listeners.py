@@ -47,3 +47,39 @@ def inherited(environ: dict[str, str] | None = None) -> list[socket.socket]:
         sock.set_inheritable(False)
         sockets.append(sock)
     return sockets
+
+
+def from_inetd() -> socket.socket:
+    """Take the socket inetd/xinetd/systemd (``Accept=yes``) put on fd 0; silence fds 0–2.
+
+    xinetd puts the connection on fd 2 as well, so nothing may ever be written to stderr:
+    0, 1 and 2 are reopened on /dev/null before anything else happens. Raises OSError when that
+    fails or when fd 0 is not a socket.
+    """
+    fd = os.dup(0)
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        os.close(fd)
+        raise
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for target in (0, 1, 2):
+            os.dup2(devnull, target)
+    finally:
+        os.close(devnull)
+    sock.set_inheritable(False)
+    return sock
+
+
+def is_listening(sock: socket.socket) -> bool:
+    """True for a listening socket (inetd's ``wait`` contract), False for a connection."""
+    return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+
+
+def peer_of(sock: socket.socket) -> tuple[str, int]:
+    """The peer's (address, port); for a UNIX socket (socat) the address socat exported."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        address = sock.getpeername()
+        return str(address[0]), int(address[1])
+    return os.environ.get("SOCAT_PEERADDR", "unknown"), int(os.environ.get("SOCAT_PEERPORT", "0"))

@@ -8,13 +8,16 @@ association, a second TERM/INT or QUIT stops at once.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
+import os
 import selectors
 import signal
 import socket
 from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import NoReturn
 
 from storescpd import sdnotify
 
@@ -84,9 +87,12 @@ class SingleProcessServer:
         except OSError as err:
             log.error("accept failed: %s", err)
             return
+        self._dispatch(conn, (str(peer[0]), int(peer[1])))
+
+    def _dispatch(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         self.serving = True
         try:
-            self.serve(conn, (str(peer[0]), int(peer[1])))
+            self.serve(conn, peer)
         finally:
             self.serving = False
 
@@ -119,3 +125,72 @@ class SingleProcessServer:
             pass
         if self.stopping:
             log.info("stop requested, no further associations are accepted")
+
+
+class ForkingServer(SingleProcessServer):
+    """DCMTK's ``--fork``: a child process per accepted association.
+
+    The child serves that one association and leaves with ``os._exit``, never returning into
+    this loop (STYLE example 6). Unlike DCMTK, a stop signal lets running children finish.
+    """
+
+    def __init__(self, listeners: Sequence[socket.socket], serve: Serve) -> None:
+        super().__init__(listeners, serve)
+        self.children: set[int] = set()
+
+    def run(self) -> None:
+        signal.signal(signal.SIGCHLD, lambda signo, frame: None)  # wakes the selector
+        try:
+            super().run()
+        finally:
+            self._wait_for_children()
+
+    def _dispatch(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        pid = os.fork()
+        if pid == 0:
+            self._run_child(conn, peer)
+        self.children.add(pid)
+        conn.close()
+        log.debug("association from %s handed to child process %d", peer[0], pid)
+
+    def _run_child(self, conn: socket.socket, peer: tuple[str, int]) -> NoReturn:
+        status = 1
+        try:
+            for sig in (*STOP_SIGNALS, signal.SIGQUIT, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.set_wakeup_fd(-1)
+            for sock in (*self.listeners, self._wakeup_r, self._wakeup_w):
+                sock.close()
+            log.info("Association Received in child process (pid: %d)", os.getpid())
+            self.serve(conn, peer)
+            status = 0
+        except BaseException:  # a forked child must never unwind into the parent's loop
+            log.exception("child process failed")
+        finally:
+            logging.shutdown()
+            os._exit(status)
+
+    def _drain_signals(self) -> None:
+        super()._drain_signals()
+        self._reap()
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            if os.WIFSIGNALED(status):
+                log.warning("child %d was killed by signal %d", pid, os.WTERMSIG(status))
+            elif os.WEXITSTATUS(status) != 0:
+                log.warning("child %d exited with status %d", pid, os.WEXITSTATUS(status))
+
+    def _wait_for_children(self) -> None:
+        for pid in sorted(self.children):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self.children.clear()

@@ -91,8 +91,8 @@ class Acceptor:
         self.opts = opts
         _config.STORE_RECV_CHUNKED_DATASET = True  # large objects never sit in memory
         _config.LOG_HANDLER_LEVEL = "none"  # we log DCMTK's lines ourselves
-        self.spool_dir = tempfile.mkdtemp(prefix="storescpd-spool-")
-        tempfile.tempdir = self.spool_dir  # pynetdicom spools data sets here
+        self.spool_dir = ""
+        self._new_spool()
         self.storage = Storage(opts)
         self.ae = self._make_ae()
         self.contexts = supported_contexts(opts.prefer, echo=not opts.no_echo)
@@ -111,6 +111,18 @@ class Acceptor:
 
     def _idle_timeout(self) -> int | None:
         return self.opts.network_timeout or None
+
+    def serve_in_child(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        """Serve one association in a freshly forked child, with a spool directory of its own."""
+        self._new_spool()
+        try:
+            self.serve(sock, peer)
+        finally:
+            self.close()
+
+    def _new_spool(self) -> None:
+        self.spool_dir = tempfile.mkdtemp(prefix="storescpd-spool-")
+        tempfile.tempdir = self.spool_dir  # pynetdicom spools data sets here
 
     def close(self) -> None:
         """Remove this process's spool directory."""
