@@ -66,11 +66,9 @@ class SingleProcessServer:
         sdnotify.notify("READY=1")
         try:
             while not self.stopping:
-                for key, _ in self.selector.select():
-                    if key.data is Source.SIGNALS:
-                        self._drain_signals()
-                    elif not self.stopping:
-                        self._accept(key.fileobj)  # type: ignore[arg-type]
+                for key, _ in self.selector.select(self._select_timeout()):
+                    self._on_ready(key)
+                self._tick()
         except StopNow:
             log.warning("stopping at once, abandoning the running association")
         finally:
@@ -78,6 +76,19 @@ class SingleProcessServer:
             for sock in self.listeners:
                 sock.close()
             self.selector.close()
+
+    def _on_ready(self, key: selectors.SelectorKey) -> None:
+        if key.data is Source.SIGNALS:
+            self._drain_signals()
+        elif key.data is Source.LISTENER and not self.stopping:
+            self._accept(key.fileobj)  # type: ignore[arg-type]
+
+    def _select_timeout(self) -> float | None:
+        """How long the loop may sleep; subclasses with deadlines shorten it."""
+        return None
+
+    def _tick(self) -> None:
+        """Called after every wake-up; subclasses check deadlines here."""
 
     def _accept(self, listener: socket.socket) -> None:
         try:
