@@ -476,7 +476,7 @@ class TimeNamer:
 
     def name(self, prefix: str, extension: str, now: datetime) -> str:
         """The name for a file received at ``now`` (local time, as DCMTK uses)."""
-        stamp = f"{now:%Y%m%d%H%M%S}{now.microsecond // 1000:03d}"
+        stamp = _millisecond_stamp(now)
         if stamp != self._stamp:
             self._stamp = stamp
             self._next_serial.clear()
@@ -491,6 +491,14 @@ class TimeNamer:
         """Forget earlier names: files now go to a fresh directory and cannot collide."""
         self._stamp = ""
         self._next_serial.clear()
+
+
+def _millisecond_stamp(now: datetime) -> str:
+    # Not strftime: "%Y" does not pad years before 1000 on glibc, and DCMTK always uses 4 digits.
+    return (
+        f"{now.year:04d}{now.month:02d}{now.day:02d}"
+        f"{now.hour:02d}{now.minute:02d}{now.second:02d}{now.microsecond // 1000:03d}"
+    )
 
 
 def within(directory: str, path: str) -> bool:
