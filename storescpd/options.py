@@ -743,12 +743,9 @@ class Resolution:
 
     @property
     def log_level(self) -> str:
-        level = LOG_LEVELS.get(self._log_level_value(), "warn")
-        return level
-
-    def _log_level_value(self) -> str:
+        """The effective level; "warn" also stands in for an invalid ``-ll`` (already refused)."""
         if self.given("--log-level"):
-            return self.rightmost["--log-level"].values[0].lower()
+            return LOG_LEVELS.get(self.rightmost["--log-level"].values[0].lower(), "warn")
         winner = self.winner("verbosity")
         return str(BY_LONG[winner].const) if winner else "warn"
 
