@@ -6,6 +6,7 @@ and start-up error exits with 1, like DCMTK's storescp.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -16,11 +17,12 @@ from storescpd import listeners, logs, options
 from storescpd.exitcodes import ExitCode
 from storescpd.fsio import is_writable_directory
 from storescpd.master import ForkingServer, SingleProcessServer
+from storescpd.prefork import PoolServer
+from storescpd.proctitle import set_title
 
 log = logging.getLogger("storescpd")
 
 INETD_OPTIONS = frozenset({"-id", "--inetd"})
-IMPLEMENTED_LATER_WORK = frozenset({"--fork", "--inetd"})
 
 
 class StartupError(Exception):
@@ -45,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(parsed, int):
         return parsed
     opts = parsed
-    later = [name for name in options.not_yet_supported(opts) if name not in IMPLEMENTED_LATER_WORK]
+    later = options.not_yet_supported(opts)
     if later:
         sys.stderr.write(options.format_error(f"{later[0]} is not supported yet"))
         return ExitCode.COMMAND_LINE
@@ -69,7 +71,9 @@ def serve(opts: options.Options, inetd_socket: socket.socket | None = None) -> i
     With ``--inetd`` a connected socket on fd 0 gets exactly one association; a listening one
     (inetd's ``wait`` contract) is served like any other listener.
     """
-    from storescpd.worker.acceptor import Acceptor  # DICOM stack only once serving
+    # The DICOM stack is imported only once serving (and never by the master's modules).
+    from storescpd.worker.acceptor import Acceptor
+    from storescpd.worker.process import run_pool_worker
 
     sockets = listeners.inherited()
     if inetd_socket is not None:
@@ -80,9 +84,19 @@ def serve(opts: options.Options, inetd_socket: socket.socket | None = None) -> i
     if not sockets:
         sockets = [_bind(opts)]
     acceptor = Acceptor(opts)
+    set_title(f"master [{opts.port or 'inherited'}]")
     try:
         if inetd_socket is not None and not listeners.is_listening(inetd_socket):
             acceptor.serve(inetd_socket, listeners.peer_of(inetd_socket))
+        elif opts.workers:
+            entry = functools.partial(run_pool_worker, acceptor, opts.max_requests)
+            PoolServer(
+                sockets,
+                entry,
+                workers=opts.workers,
+                max_workers=opts.max_workers or opts.workers,
+                graceful_timeout=opts.graceful_timeout,
+            ).run()
         elif opts.fork:
             ForkingServer(sockets, acceptor.serve_in_child).run()
         else:

@@ -174,7 +174,19 @@ OPTIONS: Final[tuple[Opt, ...]] = (
     Opt("", "--single-process", help="serve one association after the other (default)",
         group=PROCESS, dest="fork", const=False, block="process"),
     Opt("", "--fork", help="serve each association in a child process", group=PROCESS,
-        dest="fork", block="process", later=True),
+        dest="fork", block="process"),
+    Opt("", "--workers", 1, "[n]umber: integer (default: 0)",
+        "keep n pre-forked worker processes serving\nassociations (0: none, as DCMTK)",
+        PROCESS, dest="workers", value_type=Unsigned(0, 1024)),
+    Opt("", "--max-workers", 1, "[n]umber: integer (default: --workers)",
+        "grow the pool up to n workers while all are busy;\nbeyond that, reject at once",
+        PROCESS, dest="max_workers", value_type=Unsigned(1, 1024)),
+    Opt("", "--max-requests", 1, "[n]umber: integer (default: 0)",
+        "replace a worker after it served n associations\n(0: never)", PROCESS,
+        dest="max_requests", value_type=Unsigned(0)),
+    Opt("", "--graceful-timeout", 1, _SECONDS + " (default: 60)",
+        "on TERM or INT, let running associations finish\nfor up to s seconds", PROCESS,
+        dest="graceful_timeout", value_type=Unsigned(0)),
     # network
     Opt("-xf", "--config-file", 2, "[f]ilename, [p]rofile: string",
         "negotiate with profile p of configuration file f", PROFILE, dest="config_file",
@@ -207,7 +219,7 @@ OPTIONS: Final[tuple[Opt, ...]] = (
     Opt("+ac", "--access-control", help="check hosts.allow and hosts.deny before serving",
         group=ACCESS, dest="access_control", block="access", later=True),
     Opt("-id", "--inetd", help="serve the connection inetd passes as stdin\n(not with --fork)",
-        group=NETWORK, dest="inetd", later=True),
+        group=NETWORK, dest="inetd"),
     Opt("-ts", "--socket-timeout", 1, _SECONDS + " (default: 60)",
         "send and receive timeout of connections\n(0: none, -1: system default)", NETWORK,
         dest="socket_timeout", value_type=Signed(-1)),
@@ -439,6 +451,7 @@ CHECKED_AFTER_LOGGING: Final = (
     "--enable-crl-vfy", "--enable-crl-all", "--cipher",
     # storescpd's own options last: they conflict with nothing
     "--network-timeout", "--no-echo", "--no-sync",
+    "--workers", "--max-workers", "--max-requests", "--graceful-timeout",
 )  # fmt: skip
 CHECK_ORDER: Final = CHECKED_BEFORE_LOGGING + CHECKED_AFTER_LOGGING
 
@@ -477,6 +490,10 @@ class Options:
     verbose_pc: bool = False
     arguments: bool = False
     fork: bool = False
+    workers: int = 0
+    max_workers: int | None = None
+    max_requests: int = 0
+    graceful_timeout: int = 60
     inetd: bool = False
     config_file: tuple[str, str] | None = None
     prefer: str = "prefer-uncompr"
@@ -819,6 +836,9 @@ _TLS_DEPENDENT = tuple(
 
 def _rules() -> Iterator[Rule]:
     yield _conflict("--fork", "--fork", _given("--inetd"), first="--inetd")
+    yield _conflict("--workers", "--fork", _wins("--fork"))
+    yield _needs("--max-workers", "--workers", _given("--workers"))
+    yield _needs("--max-requests", "--workers", _given("--workers"))
     yield _conflict("--log-level", "--verbose, --debug or --quiet",
                     lambda r: r.winner("verbosity") is not None)  # fmt: skip
     yield _conflict("--log-config", "--log-level", _given("--log-level"))

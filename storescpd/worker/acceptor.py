@@ -92,7 +92,7 @@ class Acceptor:
         _config.STORE_RECV_CHUNKED_DATASET = True  # large objects never sit in memory
         _config.LOG_HANDLER_LEVEL = "none"  # we log DCMTK's lines ourselves
         self.spool_dir = ""
-        self._new_spool()
+        self.fresh_spool()
         self.storage = Storage(opts)
         self.ae = self._make_ae()
         self.contexts = supported_contexts(opts.prefer, echo=not opts.no_echo)
@@ -114,13 +114,14 @@ class Acceptor:
 
     def serve_in_child(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         """Serve one association in a freshly forked child, with a spool directory of its own."""
-        self._new_spool()
+        self.fresh_spool()
         try:
             self.serve(sock, peer)
         finally:
             self.close()
 
-    def _new_spool(self) -> None:
+    def fresh_spool(self) -> None:
+        """Give this (newly forked) process a spool directory of its own."""
         self.spool_dir = tempfile.mkdtemp(prefix="storescpd-spool-")
         tempfile.tempdir = self.spool_dir  # pynetdicom spools data sets here
 

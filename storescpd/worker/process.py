@@ -15,6 +15,8 @@ from types import FrameType
 
 from storescpd import fdpass
 from storescpd.exitcodes import ExitCode
+from storescpd.proctitle import set_title
+from storescpd.worker.acceptor import Acceptor
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +50,13 @@ class WorkerLoop:
         served = 0
         try:
             while not self.stopping:
+                set_title(f"worker {index} [idle]")
                 received = fdpass.receive_socket(channel)
                 if received is None:
                     log.info("worker %d: master has gone, leaving", index)
                     break
                 conn, peer = received
+                set_title(f"worker {index} [{peer[0]}]")
                 self.busy = True
                 try:
                     self.serve(conn, peer)
@@ -71,3 +75,14 @@ class WorkerLoop:
         self.stopping = True
         if not self.busy:
             raise _Stop()
+
+
+def run_pool_worker(
+    acceptor: Acceptor, max_requests: int, channel: socket.socket, index: int
+) -> int:
+    """Entry point of a pre-forked worker (called in the child right after fork)."""
+    acceptor.fresh_spool()
+    try:
+        return WorkerLoop(acceptor.serve, max_requests).run(channel, index)
+    finally:
+        acceptor.close()

@@ -613,11 +613,10 @@ def test_used_options_are_long_names() -> None:
     ("argv", "later"),
     [
         ([PORT], []),
-        (["--fork", PORT], ["--fork"]),
-        (["--fork", "--single-process", PORT], []),
+        (["--fork", PORT], []),
         (["+ac", PORT], ["--access-control"]),
         (["+ac", "-ac", PORT], []),
-        (["--inetd"], ["--inetd"]),
+        (["--inetd"], []),
         (["-xf", "f", "p", PORT], ["--config-file"]),
         (["-ss", "p", "-su", "q", PORT], ["--sort-on-study-uid"]),
         (["-sp", "-xcs", "c", "-rns", "-tos", "1", "-xs", "-xcr", "c", PORT],
