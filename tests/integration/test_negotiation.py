@@ -1,0 +1,337 @@
+"""Association negotiation as a requestor sees it (SPEC §4, Appendix B).
+
+pynetdicom proposes contexts where its view of the A-ASSOCIATE-AC is enough; a hand-built
+A-ASSOCIATE-RQ on a plain socket is used where pynetdicom cannot say it (no Implementation Class
+UID) or hides what came back (the AE titles and the maximum PDU length in the AC, the exact
+reject values).
+
+``NEGOTIATION_SUBJECT=dcmtk`` runs the same tests against DCMTK's ``/usr/bin/storescp``, which
+shows the expectations are DCMTK's; storescpd's own options (``--no-echo``) are skipped then.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import pytest
+from pydicom.uid import (
+    UID,
+    CTImageStorage,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+)
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext
+
+from tests.conftest import Server, run_dcmtk
+
+StartServer = Callable[..., Server]
+
+VERIFICATION = UID("1.2.840.10008.1.1")
+APPLICATION_CONTEXT = b"1.2.840.10008.3.1.1.1"
+# A private SOP class no dictionary knows by name.
+PRIVATE_SOP_CLASS = UID("1.2.826.0.1.3680043.9.7433.1.1")
+UNCOMPRESSED = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
+
+# Presentation context results (PS3.8 Table 9-18).
+ACCEPTANCE = 0
+ABSTRACT_SYNTAX_NOT_SUPPORTED = 3
+TRANSFER_SYNTAXES_NOT_SUPPORTED = 4
+
+ON_DCMTK = os.environ.get("NEGOTIATION_SUBJECT") == "dcmtk"
+storescpd_only = pytest.mark.skipif(ON_DCMTK, reason="a storescpd option DCMTK does not have")
+
+
+@pytest.fixture
+def subject(storescpd: StartServer, dcmtk_storescp: StartServer) -> StartServer:
+    """The server under test: storescpd, or DCMTK itself to check the expectations."""
+    return dcmtk_storescp if ON_DCMTK else storescpd
+
+
+# --------------------------------------------------------------------------------------------
+# pynetdicom as requestor
+# --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def associate(
+    server: Server, contexts: Sequence[tuple[str, Sequence[str]]]
+) -> Iterator[Association]:
+    ae = AE(ae_title="NEGOSCU")
+    for abstract_syntax, transfer_syntaxes in contexts:
+        ae.add_requested_context(abstract_syntax, list(transfer_syntaxes))
+    assoc = ae.associate("127.0.0.1", server.port)
+    try:
+        yield assoc
+    finally:
+        if assoc.is_established:
+            assoc.release()
+        if assoc.is_alive():
+            assoc.kill()
+
+
+def negotiated(
+    server: Server, abstract_syntax: str, transfer_syntaxes: Sequence[str]
+) -> PresentationContext:
+    """The AC's answer to one proposed context.
+
+    A Verification context goes along because pynetdicom aborts an association in which no
+    context was accepted, and then the answer would be lost.
+    """
+    proposed = [(abstract_syntax, transfer_syntaxes), (VERIFICATION, UNCOMPRESSED)]
+    with associate(server, proposed) as assoc:
+        assert assoc.is_established, f"association not established:\n{server.log}"
+        answers = [
+            cx
+            for cx in assoc.accepted_contexts + assoc.rejected_contexts
+            if cx.abstract_syntax == abstract_syntax
+        ]
+    assert len(answers) == 1
+    return answers[0]
+
+
+def test_verification_and_ct_are_accepted(subject: StartServer) -> None:
+    server = subject()
+    with associate(server, [(VERIFICATION, UNCOMPRESSED), (CTImageStorage, UNCOMPRESSED)]) as a:
+        assert a.is_established
+        accepted = {str(cx.abstract_syntax) for cx in a.accepted_contexts}
+        assert accepted == {VERIFICATION, CTImageStorage}
+        assert a.send_c_echo().Status == 0x0000
+
+
+@pytest.mark.parametrize(
+    ("args", "chosen"),
+    [
+        ((), ExplicitVRLittleEndian),
+        (("+xb",), ExplicitVRBigEndian),
+        (("+xi",), ImplicitVRLittleEndian),
+        (("+xe",), ExplicitVRLittleEndian),
+        (("+x=",), ExplicitVRLittleEndian),
+    ],
+    ids=["default", "+xb", "+xi", "+xe", "+x="],
+)
+def test_the_scp_preference_order_wins(
+    subject: StartServer, args: tuple[str, ...], chosen: UID
+) -> None:
+    cx = negotiated(subject(list(args)), CTImageStorage, UNCOMPRESSED)
+    assert cx.result == ACCEPTANCE
+    assert cx.transfer_syntax == [chosen]
+
+
+@pytest.mark.parametrize(
+    ("args", "result"),
+    [((), TRANSFER_SYNTAXES_NOT_SUPPORTED), (("+xy",), ACCEPTANCE), (("+xa",), ACCEPTANCE)],
+    ids=["default", "+xy", "+xa"],
+)
+def test_jpeg_baseline_only_with_options(
+    subject: StartServer, args: tuple[str, ...], result: int
+) -> None:
+    cx = negotiated(subject(list(args)), CTImageStorage, [JPEGBaseline8Bit])
+    assert cx.result == result
+    if result == ACCEPTANCE:
+        assert cx.transfer_syntax == [JPEGBaseline8Bit]
+
+
+@pytest.mark.parametrize(
+    ("args", "result"),
+    [((), ABSTRACT_SYNTAX_NOT_SUPPORTED), (("-pm",), ACCEPTANCE)],
+    ids=["default", "-pm"],
+)
+def test_private_sop_class_only_when_promiscuous(
+    subject: StartServer, args: tuple[str, ...], result: int
+) -> None:
+    cx = negotiated(subject(list(args)), PRIVATE_SOP_CLASS, UNCOMPRESSED)
+    assert cx.result == result
+    if result == ACCEPTANCE:
+        assert cx.transfer_syntax == [ExplicitVRLittleEndian]
+
+
+@storescpd_only
+def test_no_echo_refuses_verification_only(subject: StartServer) -> None:
+    server = subject(["--no-echo"])
+    with associate(server, [(VERIFICATION, UNCOMPRESSED), (CTImageStorage, UNCOMPRESSED)]) as a:
+        assert a.is_established
+        results = {
+            str(cx.abstract_syntax): cx.result for cx in a.accepted_contexts + a.rejected_contexts
+        }
+    assert results == {VERIFICATION: ABSTRACT_SYNTAX_NOT_SUPPORTED, CTImageStorage: ACCEPTANCE}
+
+
+def test_echoscu_works(subject: StartServer) -> None:
+    server = subject()
+    result = run_dcmtk("echoscu", "-aec", "WHATEVER", "127.0.0.1", str(server.port), timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Raw PDUs
+# --------------------------------------------------------------------------------------------
+
+
+def item(item_type: int, body: bytes) -> bytes:
+    return struct.pack(">BBH", item_type, 0, len(body)) + body
+
+
+def associate_rq(
+    called: bytes = b"ANY-SCP",
+    calling: bytes = b"RAWSCU",
+    abstract_syntax: str = CTImageStorage,
+    implementation_class_uid: bytes | None = b"1.2.826.0.1.3680043.9.7433.2",
+) -> bytes:
+    """An A-ASSOCIATE-RQ with one presentation context (PS3.8 9.3.2)."""
+    context = item(
+        0x20,
+        bytes([1, 0, 0, 0])
+        + item(0x30, abstract_syntax.encode())
+        + item(0x40, ExplicitVRLittleEndian.encode()),
+    )
+    user_info = item(0x51, struct.pack(">I", 16384))
+    if implementation_class_uid is not None:
+        user_info += item(0x52, implementation_class_uid)
+    body = (
+        struct.pack(">HH", 1, 0)
+        + called.ljust(16)
+        + calling.ljust(16)
+        + bytes(32)
+        + item(0x10, APPLICATION_CONTEXT)
+        + context
+        + item(0x50, user_info)
+    )
+    return struct.pack(">BBI", 0x01, 0, len(body)) + body
+
+
+RELEASE_RQ = struct.pack(">BBI", 0x05, 0, 4) + bytes(4)
+
+
+@dataclass
+class Answer:
+    """The first PDU the server sent back, taken apart."""
+
+    pdu_type: int
+    body: bytes
+    items: dict[int, list[bytes]] = field(default_factory=dict)
+
+    @property
+    def reject(self) -> tuple[int, int, int]:
+        assert self.pdu_type == 0x03, f"expected A-ASSOCIATE-RJ, got PDU type {self.pdu_type}"
+        return self.body[1], self.body[2], self.body[3]
+
+    @property
+    def called_ae(self) -> bytes:
+        self._expect_ac()
+        return self.body[4:20]
+
+    @property
+    def calling_ae(self) -> bytes:
+        self._expect_ac()
+        return self.body[20:36]
+
+    @property
+    def max_pdu_length(self) -> int:
+        self._expect_ac()
+        sub_items = dict(sub_items_of(self.items[0x50][0]))
+        return int(struct.unpack(">I", sub_items[0x51])[0])
+
+    def _expect_ac(self) -> None:
+        assert self.pdu_type == 0x02, f"expected A-ASSOCIATE-AC, got PDU type {self.pdu_type}"
+
+
+def sub_items_of(data: bytes) -> Iterator[tuple[int, bytes]]:
+    offset = 0
+    while offset + 4 <= len(data):
+        item_type, _, length = struct.unpack(">BBH", data[offset : offset + 4])
+        yield item_type, data[offset + 4 : offset + 4 + length]
+        offset += 4 + length
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError(f"connection closed after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+def recv_pdu(sock: socket.socket) -> tuple[int, bytes]:
+    pdu_type, _, length = struct.unpack(">BBI", recv_exactly(sock, 6))
+    return pdu_type, recv_exactly(sock, length)
+
+
+def exchange(server: Server, rq: bytes) -> Answer:
+    """Send one A-ASSOCIATE-RQ, read the answer, and release if it was accepted."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        sock.sendall(rq)
+        pdu_type, body = recv_pdu(sock)
+        answer = Answer(pdu_type, body)
+        if pdu_type == 0x02:
+            for item_type, data in sub_items_of(body[68:]):
+                answer.items.setdefault(item_type, []).append(data)
+            sock.sendall(RELEASE_RQ)
+            assert recv_pdu(sock)[0] == 0x06, "no A-RELEASE-RP"
+    return answer
+
+
+def test_refuse_rejects_every_association(subject: StartServer) -> None:
+    assert exchange(subject(["--refuse"]), associate_rq()).reject == (1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("args", "implementation_class_uid", "accepted"),
+    [
+        (("--reject",), None, False),
+        (("--reject",), b"1.2.826.0.1.3680043.9.7433.2", True),
+        ((), None, True),
+    ],
+    ids=["reject-without-uid", "reject-with-uid", "no-reject-without-uid"],
+)
+def test_reject_needs_an_implementation_class_uid(
+    subject: StartServer,
+    args: tuple[str, ...],
+    implementation_class_uid: bytes | None,
+    accepted: bool,
+) -> None:
+    answer = exchange(
+        subject(list(args)), associate_rq(implementation_class_uid=implementation_class_uid)
+    )
+    if accepted:
+        assert answer.pdu_type == 0x02, f"expected an AC, got PDU type {answer.pdu_type}"
+    else:
+        assert answer.reject == (1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("args", "announced"),
+    [((), 16384), (("-pdu", "4096"), 4096), (("-pdu", "131072"), 131072)],
+    ids=["default", "4096", "131072"],
+)
+def test_max_pdu_is_announced_in_the_ac(
+    subject: StartServer, args: tuple[str, ...], announced: int
+) -> None:
+    assert exchange(subject(list(args)), associate_rq()).max_pdu_length == announced
+
+
+@pytest.mark.parametrize(
+    ("called", "echoed"),
+    [
+        (b"ANY-SCP", b"ANY-SCP"),
+        (b"STORESCP", b"STORESCP"),
+        (b"  LEADING", b"  LEADING"),
+        (b"SIXTEEN-CHARS-AE", b"SIXTEEN-CHARS-AE"),
+    ],
+    ids=["any", "default-name", "leading-spaces", "sixteen"],
+)
+def test_ac_echoes_the_called_ae_title(subject: StartServer, called: bytes, echoed: bytes) -> None:
+    server = subject(["-aet", "NOT-ON-THE-WIRE"])
+    answer = exchange(server, associate_rq(called=called, calling=b"SOME-SCU"))
+    assert answer.called_ae.rstrip(b" ") == echoed
+    assert answer.calling_ae.rstrip(b" ") == b"SOME-SCU"
