@@ -375,9 +375,7 @@ def test_200_mb_object_is_stored_intact_in_bounded_memory(
     try:
         uid = write_big_secondary_capture(source)
         stored = server.od / f"SC.{uid}"
-        result = run_dcmtk(
-            "storescu", "-xs", "127.0.0.1", str(server.port), str(source), timeout=300
-        )
+        result = run_dcmtk("storescu", "127.0.0.1", str(server.port), str(source), timeout=300)
         peak = peak_rss_kb(server.pid)
         assert result.returncode == 0, result.stdout + result.stderr
         assert stored.exists(), f"not stored; directory holds {os.listdir(server.od)}"
