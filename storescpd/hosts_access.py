@@ -104,16 +104,21 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class Table:
-    """One parsed access-control file. ``unreadable`` is a file that exists but cannot be read."""
+    """One parsed access-control file.
+
+    ``failed`` is libwrap's error state: the file could not be opened, or a line had no final
+    newline or was too long. Rules before the failure still apply; past it, a failed allow table
+    matches nothing and a failed deny table refuses everyone.
+    """
 
     name: str
     rules: tuple[Rule, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = ()
-    unreadable: bool = False
+    failed: bool = False
 
 
 def unreadable(name: str, reason: str) -> Table:
-    """The table for a file that could not be opened (not a missing one: that is ``None``)."""
+    """The table for a file that exists but cannot be read (a missing file is ``None``)."""
     return Table(name, (), (Diagnostic(name, 0, f"cannot open {name}: {reason}", True),), True)
 
 
@@ -132,7 +137,7 @@ def parse(text: str, name: str) -> Table:
             diagnostics.append(
                 Diagnostic(name, line_no, "all the subsequent rules will be ignored")
             )
-            break
+            return Table(name, tuple(rules), tuple(diagnostics), failed=True)
         rule = _rule(logical, name, line_no)
         if isinstance(rule, Diagnostic):
             diagnostics.append(rule)
@@ -277,12 +282,12 @@ def decide(
     found = _table_match(allow, request)
     if found is not None:
         return _apply(found, Outcome.GRANTED, request)
-    if deny is not None and deny.unreadable:
-        # libwrap refuses when the deny table cannot be read: only a clean "no match" grants.
-        return Verdict(Outcome.DENIED, None, (), deny.diagnostics)
     found = _table_match(deny, request)
     if found is not None:
         return _apply(found, Outcome.DENIED, request)
+    if deny is not None and deny.failed:
+        # libwrap grants only on a clean "no match" of the deny table; an error refuses.
+        return Verdict(Outcome.DENIED, None, (), deny.diagnostics)
     return Verdict(Outcome.GRANTED, None, (), tuple(request.notes))
 
 
