@@ -1,0 +1,340 @@
+"""What storescpd writes in normal mode, checked against DCMTK's storescp 3.6.7 as the oracle.
+
+For each pydicom test file, each network transfer syntax and each output option set:
+
+1. a capture storescp (``+B``) records the bytes storescu really sends and the accepted TS;
+2. a reference storescp with the output options stores the same file;
+3. ``write_normal`` writes those captured bytes with the same options;
+
+then ``dcmdump`` of the two files must agree, the meta lines that name the implementation and the
+meta group length aside. Trailing padding (``+p``) depends on the meta header's length, so for
+it the file length must be a multiple of the pad length instead.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import tracemalloc
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from storescpd.worker.encoding import (
+    ConversionImpossible,
+    OutputFormat,
+    UnreadableDataset,
+    write_normal,
+)
+from tests.conftest import Server, run_dcmtk, start_dcmtk_storescp
+
+TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+CALLING_AE = "STORESCU"
+
+# Network transfer syntax, chosen by the preference of both the capture and the reference SCP.
+NETWORKS = {"le": [], "be": ["+xb"], "li": ["+xi"], "df": ["+xd"], "all": ["+xa"]}
+
+OPTION_SETS: dict[str, tuple[list[str], OutputFormat]] = {
+    "default": ([], OutputFormat()),
+    "+te": (["+te"], OutputFormat(write_xfer="little")),
+    "+tb": (["+tb"], OutputFormat(write_xfer="big")),
+    "+ti": (["+ti"], OutputFormat(write_xfer="implicit")),
+    "+td": (["+td"], OutputFormat(write_xfer="deflated")),
+    "-e": (["-e"], OutputFormat(length_explicit=False)),
+    "+g": (["+g"], OutputFormat(group_length="create")),
+    "-g": (["-g"], OutputFormat(group_length="remove")),
+    "-u": (["-u"], OutputFormat(enable_new_vr=False)),
+    "+p": (["+p", "256", "16"], OutputFormat(padding=(256, 16))),
+    "-F": (["-F"], OutputFormat(write_file=False)),
+}
+
+UNCOMPRESSED = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "MR_small_padded.dcm",
+    "MR_small_implicit.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_expb.dcm",
+    "ExplVR_BigEnd.dcm",
+    "SC_rgb_small_odd.dcm",
+    "SC_rgb_small_odd_big_endian.dcm",
+    "SC_ybr_full_422_uncompressed.dcm",
+    "empty_charset_LEI.dcm",
+    "nested_priv_SQ.dcm",
+    "priv_SQ.dcm",
+    "rtdose.dcm",
+    "rtdose_1frame.dcm",
+    "rtdose_expb.dcm",
+    "rtdose_expb_1frame.dcm",
+    "rtplan.dcm",
+    "liver_1frame.dcm",
+    "liver_expb_1frame.dcm",
+    "reportsi.dcm",
+    "reportsi_with_empty_number_tags.dcm",
+    "test-SR.dcm",
+    "waveform_ecg.dcm",
+    "examples_overlay.dcm",
+    "examples_palette.dcm",
+    "dicomdirtests/77654033/CR1/6154",
+    "dicomdirtests/98892001/CT2N/6293",
+    "dicomdirtests/TINY_ALPHA/PT000000/ST000000/SE000000/IM000000",
+]
+DEFLATED = ["image_dfl.dcm"]
+COMPRESSED = [
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "JPEG-lossy.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "MR_small_jp2klossless.dcm",
+    "UN_sequence.dcm",
+]
+
+# Known, legitimate differences between DCMTK and storescpd: (file, network, option set) -> why.
+EXCEPTIONS: dict[tuple[str, str, str], str] = {}
+
+
+def _cases() -> Iterator[tuple[str, str, str]]:
+    for name in UNCOMPRESSED:
+        for option_set in OPTION_SETS:
+            yield name, "le", option_set
+        for network in ("be", "li"):
+            for option_set in ("default", "+te", "+ti", "-e", "-u", "+g"):
+                yield name, network, option_set
+    for name in DEFLATED:
+        for option_set in OPTION_SETS:
+            yield name, "df", option_set
+    for name in COMPRESSED:
+        yield name, "all", "default"
+
+
+def _param(case: tuple[str, str, str]) -> object:
+    why = EXCEPTIONS.get(case)
+    marks = [pytest.mark.xfail(reason=why, strict=True)] if why else []
+    return pytest.param(*case, id="-".join(case).replace("/", "_"), marks=marks)
+
+
+class Oracle:
+    """DCMTK storescp servers (started on first use) and storescu to feed them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.servers: dict[tuple[str, ...], Server] = {}
+        self.captures: dict[tuple[str, str], tuple[str, bytes]] = {}
+
+    def server(self, args: list[str]) -> Server:
+        key = tuple(args)
+        if key not in self.servers:
+            n = len(self.servers)
+            od = self.root / f"od{n}"
+            od.mkdir()
+            self.servers[key] = start_dcmtk_storescp(args, od, self.root / f"storescp{n}.log")
+        return self.servers[key]
+
+    def store(self, args: list[str], path: Path) -> bytes:
+        """Send ``path`` with storescu to a storescp with ``args``; return the file it wrote."""
+        server = self.server(args)
+        result = run_dcmtk("storescu", "-aet", CALLING_AE, "127.0.0.1", str(server.port), str(path))
+        assert result.returncode == 0, result.stdout + result.stderr
+        written = [p for p in server.od.iterdir() if p.is_file()]
+        assert len(written) == 1, (written, server.log)
+        data = written[0].read_bytes()
+        written[0].unlink()
+        return data
+
+    def capture(self, path: Path, network: str) -> tuple[str, bytes]:
+        """(accepted transfer syntax, data set bytes as sent) for ``path`` on ``network``."""
+        key = (str(path), network)
+        if key not in self.captures:
+            data = self.store([*NETWORKS[network], "+B"], path)
+            meta_end = 144 + struct.unpack("<I", data[140:144])[0]
+            meta = pydicom.dcmread(io.BytesIO(data[:meta_end]), force=True).file_meta
+            self.captures[key] = (str(meta.TransferSyntaxUID), data[meta_end:])
+        return self.captures[key]
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oracle]:
+    keeper = Oracle(tmp_path_factory.mktemp("oracle"))
+    try:
+        yield keeper
+    finally:
+        keeper.close()
+
+
+def dcmdump(data: bytes, tmp: Path, name: str) -> list[str]:
+    path = tmp / name
+    path.write_bytes(data)
+    result = run_dcmtk("dcmdump", "-q", "+uc", "-dc", str(path))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+IGNORED_META = ("(0002,0000)", "(0002,0012)", "(0002,0013)")
+
+
+def comparable(lines: list[str]) -> list[str]:
+    """Drop the meta lines that legitimately differ; blank the top-level padding's length."""
+    out = []
+    for line in lines:
+        if line.startswith(IGNORED_META):
+            continue
+        if line.startswith("(fffc,fffc)"):
+            line = "(fffc,fffc) OB <trailing padding>"
+        out.append(line)
+    return out
+
+
+@pytest.mark.parametrize(("name", "network", "option_set"), [_param(c) for c in _cases()])
+def test_same_content_as_dcmtk(
+    oracle: Oracle, tmp_path: Path, name: str, network: str, option_set: str
+) -> None:
+    path = TEST_FILES / name
+    args, fmt = OPTION_SETS[option_set]
+    network_ts, sent = oracle.capture(path, network)
+    expected = oracle.store([*NETWORKS[network], *args], path)
+    out = io.BytesIO()
+    write_normal(io.BytesIO(sent), network_ts, out, fmt, CALLING_AE)
+    ours = out.getvalue()
+    assert comparable(dcmdump(ours, tmp_path, "ours")) == comparable(
+        dcmdump(expected, tmp_path, "dcmtk")
+    )
+    if fmt.padding:
+        assert len(ours) % fmt.padding[0] == 0
+    elif fmt.write_xfer != "deflated" and network != "df":
+        # Beyond dcmdump's view: the data set bytes themselves are DCMTK's.
+        assert _data_set(ours, fmt) == _data_set(expected, fmt)
+
+
+def _data_set(data: bytes, fmt: OutputFormat) -> bytes:
+    if not fmt.write_file:
+        return data
+    return data[144 + struct.unpack("<I", data[140:144])[0] :]
+
+
+# ----------------------------------------------------------------------------- no oracle needed
+
+
+def _data_set_of(path: Path) -> bytes:
+    data = path.read_bytes()
+    return data[144 + struct.unpack("<I", data[140:144])[0] :]
+
+
+def test_raw_path_for_ct_small(oracle: Oracle) -> None:
+    network_ts, sent = oracle.capture(TEST_FILES / "CT_small.dcm", "le")
+    out = io.BytesIO()
+    identity = write_normal(io.BytesIO(sent), network_ts, out, OutputFormat(), CALLING_AE)
+    assert identity.raw
+    assert out.getvalue().endswith(sent)
+    assert identity.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2"
+    assert identity.sop_instance_uid == "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
+    assert identity.patient_name == b"CompressedSamples^CT1 "
+    assert identity.specific_character_set == "ISO_IR 100"
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        OutputFormat(write_xfer="big"),
+        OutputFormat(length_explicit=False),
+        OutputFormat(group_length="create"),
+        OutputFormat(padding=(0, 8)),
+        OutputFormat(write_xfer="deflated"),
+    ],
+    ids=["+tb", "-e", "+g", "+p", "+td"],
+)
+def test_options_that_change_bytes_leave_the_raw_path(fmt: OutputFormat) -> None:
+    sent = _data_set_of(TEST_FILES / "CT_small.dcm")  # one sequence, explicit lengths
+    identity = write_normal(io.BytesIO(sent), "1.2.840.10008.1.2.1", io.BytesIO(), fmt, "A")
+    assert not identity.raw
+
+
+def _big_data_set(path: Path, size: int) -> None:
+    """A CT_small data set whose pixel data is ``size`` bytes, written without holding it."""
+    head = _data_set_of(TEST_FILES / "CT_small.dcm")
+    cut = head.index(b"\xe0\x7f\x10\x00")
+    with open(path, "wb") as f:
+        f.write(head[:cut] + struct.pack("<HH2s2xI", 0x7FE0, 0x0010, b"OW", size))
+        block = bytes(1 << 20)
+        for _ in range(size // len(block)):
+            f.write(block)
+
+
+def test_large_data_set_streams_in_bounded_memory(tmp_path: Path) -> None:
+    source = tmp_path / "big.ds"
+    size = 200 << 20
+    _big_data_set(source, size)
+    tracemalloc.start()
+    try:
+        with open(source, "rb") as src, open(tmp_path / "out.dcm", "wb") as out:
+            identity = write_normal(src, "1.2.840.10008.1.2.1", out, OutputFormat(), "A")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert identity.raw
+    assert peak < 20 << 20
+    assert os.path.getsize(tmp_path / "out.dcm") > size
+
+
+def test_large_data_set_reencoded_in_bounded_memory(tmp_path: Path) -> None:
+    source = tmp_path / "big.ds"
+    size = 64 << 20
+    _big_data_set(source, size)
+    tracemalloc.start()
+    try:
+        with open(source, "rb") as src, open(tmp_path / "out.dcm", "wb") as out:
+            identity = write_normal(src, "1.2.840.10008.1.2.1", out, OutputFormat("big"), "A")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not identity.raw
+    assert peak < 20 << 20
+
+
+UNREADABLE: list[tuple[str, Callable[[bytes], bytes]]] = [
+    ("truncated value", lambda ds: ds[:-3]),
+    ("truncated header", lambda ds: ds + b"\x08\x00"),
+    ("length past end", lambda ds: ds + struct.pack("<HH2sH", 0x0009, 0x0010, b"LO", 200)),
+    ("stray item tag", lambda ds: ds + struct.pack("<HHI", 0xFFFE, 0xE000, 0)),
+]
+
+
+@pytest.mark.parametrize(("why", "damage"), UNREADABLE, ids=[u[0] for u in UNREADABLE])
+def test_unreadable_data_sets(why: str, damage: Callable[[bytes], bytes]) -> None:
+    sent = damage(_data_set_of(TEST_FILES / "CT_small.dcm"))
+    with pytest.raises(UnreadableDataset):
+        write_normal(io.BytesIO(sent), "1.2.840.10008.1.2.1", io.BytesIO(), OutputFormat(), "A")
+
+
+def test_broken_deflate_is_unreadable() -> None:
+    with pytest.raises(UnreadableDataset):
+        write_normal(
+            io.BytesIO(b"not deflated at all"), "1.2.840.10008.1.2.1.99", io.BytesIO(),
+            OutputFormat(), "A",
+        )
+
+
+@pytest.mark.parametrize("write_xfer", ["little", "big", "implicit", "deflated"])
+def test_compressed_cannot_be_converted(write_xfer: str) -> None:
+    sent = _data_set_of(TEST_FILES / "SC_rgb_jpeg_dcmtk.dcm")
+    with pytest.raises(ConversionImpossible):
+        write_normal(
+            io.BytesIO(sent), "1.2.840.10008.1.2.4.50", io.BytesIO(),
+            OutputFormat(write_xfer=write_xfer), "A",
+        )
+
+
+def test_deflated_output_inflates_to_the_little_endian_encoding() -> None:
+    sent = _data_set_of(TEST_FILES / "CT_small.dcm")
+    little, deflated = io.BytesIO(), io.BytesIO()
+    write_normal(io.BytesIO(sent), "1.2.840.10008.1.2.1", little, OutputFormat("little"), "A")
+    write_normal(io.BytesIO(sent), "1.2.840.10008.1.2.1", deflated, OutputFormat("deflated"), "A")
+    plain = _data_set(little.getvalue(), OutputFormat())
+    packed = _data_set(deflated.getvalue(), OutputFormat())
+    assert zlib.decompress(packed, -zlib.MAX_WBITS) == plain
