@@ -103,6 +103,17 @@ class Server:
         return int(self.proc.returncode)
 
 
+SYSTEMD_SHIM = """
+import os, sys
+fd = int(sys.argv[1])
+if fd != 3:
+    os.dup2(fd, 3)
+    os.close(fd)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
 def start_storescpd(
     args: Sequence[str], od: Path, log: Path, *, extra_env: dict[str, str] | None = None
 ) -> Server:
@@ -118,18 +129,13 @@ def start_storescpd(
     env = dict(os.environ, LISTEN_FDS="1", NOTIFY_SOCKET=str(notify_path), **(extra_env or {}))
     env.pop("LISTEN_PID", None)
     argv = [sys.executable, "-m", "storescpd", *args, "-od", str(od), str(port)]
-    # systemd sets LISTEN_PID to the service's own pid; a shell that execs gives us that pid.
-    shim = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh", *argv]
     fd = listener.fileno()
-
-    def put_listener_on_fd3() -> None:
-        os.dup2(fd, 3)
-        os.set_inheritable(3, True)
-
+    # As systemd does: the listener on fd 3 and LISTEN_PID naming the server's own pid, which
+    # a shim that moves the fd and then execs the server knows.
+    shim = [sys.executable, "-c", SYSTEMD_SHIM, str(fd), *argv]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            shim, env=env, stdout=out, stderr=subprocess.STDOUT, pass_fds=(fd,),
-            preexec_fn=put_listener_on_fd3,
+            shim, env=env, stdout=out, stderr=subprocess.STDOUT, pass_fds=(fd,)
         )
     listener.close()
     server = Server(proc, port, od, log)

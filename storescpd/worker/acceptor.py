@@ -207,6 +207,10 @@ class Acceptor:
         return handlers
 
     def _on_requested(self, event: evt.Event) -> None:
+        # Negotiate with our own context list; once established, serve every C-STORE as a
+        # storage request whatever its SOP class, as DCMTK does (SPEC §5.1). pynetdicom reads
+        # this flag at both moments, and a process serves one association at a time.
+        _config.UNRESTRICTED_STORAGE_SERVICE = False
         assoc = event.assoc
         log.info("Association Received")
         rq = assoc.requestor.primitive
@@ -302,6 +306,7 @@ def _describe_request(rq: Any) -> str:
 
 
 def _on_accepted(event: evt.Event) -> None:
+    _config.UNRESTRICTED_STORAGE_SERVICE = True
     assoc = event.assoc
     peer_max = assoc.requestor.maximum_length or 0
     send_pdu = MAX_SEND_PDU if peer_max == 0 or peer_max > MAX_SEND_PDU else peer_max

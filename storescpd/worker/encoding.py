@@ -501,11 +501,13 @@ def _swapped(data: bytes, word: int) -> bytes:
 # ----------------------------------------------------------------------------- the writer
 
 
-def _identity(elements: list[Element], src: BinaryIO, raw: bool) -> Identity:
+def _identity(elements: list[Element], src: BinaryIO, raw: bool, convert_un: bool) -> Identity:
+    """The values the C-STORE handler checks; one received as UN counts only under ``+uc``,
+    because DCMTK keeps it UN and then finds no SOP Class/Instance UID (0xC000)."""
     found: dict[int, bytes] = {}
     wanted = {0x00080005, 0x00080016, 0x00080018, 0x0020000D, 0x00100010}
     for elem in elements:
-        if elem.tag in wanted and elem.value is not None:
+        if elem.tag in wanted and elem.value is not None and (elem.vr != "UN" or convert_un):
             found[elem.tag] = _load(src, elem.value)
 
     def text(tag: int, strip: str = "\0") -> str | None:
@@ -599,7 +601,7 @@ def _write(
         and not fmt.padding
         and not _needs_rewrite(elements, fmt, in_syn)
     )
-    ident = _identity(elements, data, raw)
+    ident = _identity(elements, data, raw, fmt.convert_un)
     meta = b""
     if fmt.write_file:
         meta = preamble_and_meta(

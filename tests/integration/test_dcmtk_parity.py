@@ -187,21 +187,35 @@ def assert_same_transcripts(runs: tuple[ClientRun, ...], tool: str) -> None:
     assert ours.transcript.splitlines() == reference.transcript.splitlines()
 
 
-def assert_same_output(ours: Path, reference: Path, option_set: str) -> None:
+def failed_stores(transcript: str) -> int:
+    """How many C-STORE requests got a failure status, as a DCMTK client reported them."""
+    return sum("Received C-STORE Response (Error" in line for line in transcript.splitlines())
+
+
+def assert_same_output(ours: Path, reference: Path, option_set: str, failures: int = 0) -> None:
+    """Every file storescpd wrote is DCMTK's file; DCMTK may have more only for failed stores.
+
+    DCMTK keeps the file of a store it answers with 0xA900/0xC000; storescpd deliberately leaves
+    nothing behind a failure status (DESIGN §4), so such files exist on DCMTK's side only.
+    """
     mine, theirs = dump_directory(ours), dump_directory(reference)
     assert theirs.dumps, "DCMTK stored nothing: the comparison would prove nothing"
-    assert mine.returncode == theirs.returncode
+    assert mine.returncode == theirs.returncode or failures
     if option_set in NAMES_DIFFER_BY_DESIGN:
-        assert len(mine.dumps) == len(theirs.dumps)
-        assert Counter(mine.dumps.values()) == Counter(theirs.dumps.values())
-        assert anonymised_errors(mine) == anonymised_errors(theirs)
+        extra = Counter(theirs.dumps.values()) - Counter(mine.dumps.values())
+        assert not Counter(mine.dumps.values()) - Counter(theirs.dumps.values())
+        assert sum(extra.values()) <= failures
+        if not failures:
+            assert anonymised_errors(mine) == anonymised_errors(theirs)
         return
-    assert sorted(mine.dumps) == sorted(theirs.dumps)
+    only_theirs = sorted(set(theirs.dumps) - set(mine.dumps))
+    assert sorted(set(mine.dumps) - set(theirs.dumps)) == []
+    assert len(only_theirs) <= failures, f"DCMTK has more files: {only_theirs}"
     mine_kept = without_known_differences(mine.dumps, option_set)
     theirs_kept = without_known_differences(theirs.dumps, option_set)
-    different = [name for name in theirs_kept if mine_kept[name] != theirs_kept[name]]
+    different = [name for name in mine_kept if mine_kept[name] != theirs_kept[name]]
     assert different == [], first_difference(different, mine_kept, theirs_kept)
-    assert mine.errors == theirs.errors
+    assert mine.errors == [e for e in theirs.errors if not any(n in e for n in only_theirs)]
 
 
 def first_difference(names: list[str], mine: dict[str, str], theirs: dict[str, str]) -> str:
@@ -237,7 +251,7 @@ def test_storescu_and_echoscu_parity(
     # -nh goes on after a file the server cannot take (e.g. a compressed transfer syntax).
     runs = run_on_both("storescu", servers, ["-R", "-nh", "-v"], input_files)
     assert_same_transcripts(runs, "storescu")
-    assert_same_output(servers[0].od, servers[1].od, option_set)
+    assert_same_output(servers[0].od, servers[1].od, option_set, failed_stores(runs[1].transcript))
 
 
 @pytest.mark.parametrize("option_set", OPTION_SETS)
@@ -252,4 +266,4 @@ def test_dcmsend_parity(
     runs = run_on_both("dcmsend", servers, ["-nh", "-v"], input_files)
     assert_same_transcripts(runs, "dcmsend")
     assert "Number of associations   : 1" in runs[1].transcript
-    assert_same_output(servers[0].od, servers[1].od, option_set)
+    assert_same_output(servers[0].od, servers[1].od, option_set, failed_stores(runs[1].transcript))
