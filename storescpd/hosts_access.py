@@ -150,7 +150,7 @@ def _logical_lines(text: str) -> list[tuple[int, str | None]]:
     """(line number, text) per logical line; text None marks an unterminated or long line."""
     result: list[tuple[int, str | None]] = []
     buffer, line_no = "", 0
-    for physical in text.splitlines(keepends=True):
+    for physical in _physical_lines(text):
         if not physical.endswith("\n") or len(physical) > _LINE_ROOM - len(buffer):
             result.append((line_no, None))
             return result
@@ -158,11 +158,17 @@ def _logical_lines(text: str) -> list[tuple[int, str | None]]:
         if physical.endswith("\\\n"):
             buffer += physical[:-2]
             continue
-        result.append((line_no, _cut_at_nul(buffer + physical)))
+        result.append((line_no, _cut_at_nul(buffer + physical[:-1])))
         buffer = ""
     if buffer:
         result.append((line_no, None))
     return result
+
+
+def _physical_lines(text: str) -> list[str]:
+    # Only "\n" ends a line for fgets(); str.splitlines() would also split at "\r", "\f" ...
+    parts = text.split("\n")
+    return [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
 
 
 def _cut_at_nul(line: str) -> str | None:
