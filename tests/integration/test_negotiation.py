@@ -281,8 +281,16 @@ def exchange(server: Server, rq: bytes) -> Answer:
     return answer
 
 
-def test_refuse_rejects_every_association(subject: StartServer) -> None:
-    assert exchange(subject(["--refuse"]), associate_rq()).reject == (1, 1, 1)
+@pytest.mark.parametrize(
+    "implementation_class_uid",
+    [b"1.2.826.0.1.3680043.9.7433.2", None],
+    ids=["with-implementation-uid", "without-implementation-uid"],
+)
+def test_refuse_rejects_every_association(
+    subject: StartServer, implementation_class_uid: bytes | None
+) -> None:
+    rq = associate_rq(implementation_class_uid=implementation_class_uid)
+    assert exchange(subject(["--refuse"]), rq).reject == (1, 1, 1)
 
 
 @pytest.mark.parametrize(

@@ -398,15 +398,9 @@ def data_pdvs(pdu: object) -> list[int]:
     """Message control headers of the data-set fragments in a P-DATA-TF (PS3.8 E.2)."""
     if not isinstance(pdu, P_DATA_TF):
         return []
-    headers = [pdv_bytes(item)[0] for item in pdu.presentation_data_value_items]
+    # Each item is a PresentationDataValueItem whose data starts with the control header.
+    headers = [bytes(item.data or b"\x01")[0] for item in pdu.presentation_data_value_items]
     return [h for h in headers if not h & 1]
-
-
-def pdv_bytes(item: object) -> bytes:
-    # pynetdicom keeps the PDVs of a PDU it built as items, those of a PDU it decoded as tuples.
-    if isinstance(item, tuple):
-        return bytes(item[1])
-    return bytes(getattr(item, "data", b""))
 
 
 # When to kill, judged on each PDU the client has just sent during the armed store.
