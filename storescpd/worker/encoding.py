@@ -55,6 +55,9 @@ PADDING: Final = 0xFFFCFFFC
 PIXEL_DATA: Final = 0x7FE00010
 PIXEL_REPRESENTATION: Final = 0x00280103
 OVERLAY_DATA: Final = 0x60003000
+WAVEFORM_BITS: Final = 0x003A021A
+# Waveform Data, Waveform Padding Value, Channel Minimum/Maximum Value: OB or OW by bits allocated.
+WAVEFORM_VALUES: Final = frozenset({0x54001010, 0x5400100A, 0x54000110, 0x54000112})
 # Elements whose "US or SS" follows Pixel Representation (PS3.5 8.1.2; DCMTK's list).
 SIGNED_WITH_PIXELS: Final = frozenset(
     {0x00280120, 0x00280121, 0x00281080, 0x00281081, 0x00189219, 0x00280106, 0x00280107,
@@ -156,6 +159,7 @@ class _Parser:
         self.end = end
         self.creators: dict[tuple[int, int], str] = {}
         self.pixel_representation = 0
+        self.waveform_bits: int | None = None
 
     def read(self, n: int) -> bytes:
         data = self.src.read(n)
@@ -196,7 +200,7 @@ class _Parser:
     def element(self, syn: Syntax, tag: int) -> Element:
         end = "<" if syn.little else ">"
         if syn.implicit:
-            vr = implicit_vr(tag, self.creators, self.pixel_representation)
+            vr = implicit_vr(tag, self.creators, self.pixel_representation, self.waveform_bits)
             (length,) = struct.unpack(end + "I", self.read(4))
         else:
             vr = self.read(2).decode("latin-1")
@@ -255,11 +259,20 @@ class _Parser:
             return
         if group & 1 and 0x10 <= elem <= 0xFF:
             self.creators[(group, elem)] = value.decode("latin-1").strip(" \0")
-        elif tag == PIXEL_REPRESENTATION and len(value) == 2:
-            (self.pixel_representation,) = struct.unpack("<H" if syn.little else ">H", value)
+        elif tag in (PIXEL_REPRESENTATION, WAVEFORM_BITS) and len(value) == 2:
+            (number,) = struct.unpack("<H" if syn.little else ">H", value)
+            if tag == PIXEL_REPRESENTATION:
+                self.pixel_representation = number
+            else:
+                self.waveform_bits = number
 
 
-def implicit_vr(tag: int, creators: dict[tuple[int, int], str], pixel_rep: int) -> str:
+def implicit_vr(
+    tag: int,
+    creators: dict[tuple[int, int], str],
+    pixel_rep: int = 0,
+    waveform_bits: int | None = None,
+) -> str:
     """The VR DCMTK gives an element read without one (dictionary, private dictionary, UN)."""
     group, elem = tag >> 16, tag & 0xFFFF
     if elem == 0:
@@ -276,17 +289,21 @@ def implicit_vr(tag: int, creators: dict[tuple[int, int], str], pixel_rep: int) 
             vr = dictionary_VR(tag)
     except KeyError:
         return "UN"
-    return _resolve(tag, vr, pixel_rep)
+    return _resolve(tag, vr, pixel_rep, waveform_bits)
 
 
-def _resolve(tag: int, vr: str, pixel_rep: int) -> str:
+def _resolve(tag: int, vr: str, pixel_rep: int, waveform_bits: int | None) -> str:
     """DCMTK's choice for a dictionary VR with alternatives (``US or SS``, ``OB or OW``)."""
     if " or " not in vr:
         return vr
     if vr == "US or SS":
         return "SS" if pixel_rep == 1 and tag in SIGNED_WITH_PIXELS else "US"
     if vr == "OB or OW":
-        return "OW" if tag == PIXEL_DATA or tag & 0xFF00FFFF == OVERLAY_DATA else "OB"
+        if tag == PIXEL_DATA or tag & 0xFF00FFFF == OVERLAY_DATA:
+            return "OW"
+        if tag in WAVEFORM_VALUES and waveform_bits is not None:
+            return "OB" if waveform_bits == 8 else "OW"
+        return "OB"
     return "OW"
 
 
