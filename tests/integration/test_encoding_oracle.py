@@ -64,6 +64,7 @@ OPTION_SETS: dict[str, tuple[list[str], OutputFormat]] = {
     "-u": (["-u"], OutputFormat(enable_new_vr=False)),
     "+p": (["+p", "256", "16"], OutputFormat(padding=(256, 16))),
     "-F": (["-F"], OutputFormat(write_file=False)),
+    "+uc": (["+uc"], OutputFormat(convert_un=True)),
 }
 
 # Left out: files storescu refuses to send (no SOP Class/Instance UID: empty_charset_LEI.dcm,
@@ -120,7 +121,51 @@ EXCEPTIONS: dict[tuple[str, str, str], str] = {
 }
 
 
+SYNTHETIC = "synthetic"  # made by synthetic_file(): new VRs, UN, nested undefined lengths
+
+
+def synthetic_file(path: Path) -> None:
+    """A CT object exercising what the bundled files lack: every post-1993 VR, a UN element
+    with a known tag (for +uc), group length elements, nested undefined-length sequences and
+    items, and trailing padding inside an item."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.add_new(0x00080000, "UL", 0)  # group length, recalculated by DCMTK
+    ds.add_new(0x00081190, "UR", "http://example.com/x")
+    ds.add_new(0x00180015, "CS", "HEAD")
+    ds.add_new(0x00189517, "UC", "odd")
+    ds.add_new(0x00287FE0, "UT", "some text")
+    ds.add_new(0x00091001, "UN", b"\x01\x02\x03\x04")
+    ds.add_new(0x00080070, "UN", b"ACME")  # Manufacturer (LO) sent as UN
+    ds.add_new(0x00660016, "OF", b"\x00\x00\x80\x3f" * 3)
+    ds.add_new(0x00660040, "OL", b"\x01\x00\x00\x00")
+    ds.add_new(0x00720082, "SV", -1)
+    ds.add_new(0x00720083, "UV", 1)
+    inner = Dataset()
+    inner.CodeValue = "121"
+    inner.add_new(0xFFFCFFFC, "OB", b"\x00" * 6)
+    item = Dataset()
+    item.add_new(0x00080000, "UL", 0)
+    item.CodeMeaning = "meaning"
+    item.ConceptCodeSequence = Sequence([inner])
+    ds.ContentSequence = Sequence([item, Dataset()])
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    ds.save_as(path, enforce_file_format=True)  # pydicom writes undefined-length sequences
+
+
 def _cases() -> Iterator[tuple[str, str, str]]:
+    for option_set in OPTION_SETS:
+        yield SYNTHETIC, "le", option_set
+    for network in ("be", "li"):
+        for option_set in ("default", "+te", "-u", "+uc"):
+            yield SYNTHETIC, network, option_set
     for name in UNCOMPRESSED:
         for option_set in OPTION_SETS:
             yield name, "le", option_set
@@ -188,7 +233,9 @@ class Oracle:
 
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oracle]:
-    keeper = Oracle(tmp_path_factory.mktemp("oracle"))
+    root = tmp_path_factory.mktemp("oracle")
+    synthetic_file(root / SYNTHETIC)
+    keeper = Oracle(root)
     try:
         yield keeper
     finally:
@@ -237,7 +284,7 @@ def comparable(lines: list[str]) -> list[str]:
 def test_same_content_as_dcmtk(
     oracle: Oracle, tmp_path: Path, name: str, network: str, option_set: str
 ) -> None:
-    path = TEST_FILES / name
+    path = oracle.root / SYNTHETIC if name == SYNTHETIC else TEST_FILES / name
     args, fmt = OPTION_SETS[option_set]
     network_ts, sent = oracle.capture(path, network)
     expected = oracle.store(network, args, path)
