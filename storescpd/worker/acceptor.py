@@ -19,9 +19,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import pydicom.config
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.transport import AssociationServer
 
 from storescpd.options import Options
@@ -91,6 +93,11 @@ class Acceptor:
         self.opts = opts
         _config.STORE_RECV_CHUNKED_DATASET = True  # large objects never sit in memory
         _config.LOG_HANDLER_LEVEL = "none"  # we log DCMTK's lines ourselves
+        # Take the peer's UIDs as they come (DCMTK does): the store handler, not the decoder,
+        # decides what may name a file, and a bad UID must not cost the association.
+        _config.VALIDATORS["UI"] = _accept_any_uid
+        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+        pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
         self.spool_dir = ""
         self.fresh_spool()
         self.storage = Storage(opts)
@@ -213,8 +220,14 @@ class Acceptor:
         _config.UNRESTRICTED_STORAGE_SERVICE = False
         assoc = event.assoc
         log.info("Association Received")
-        rq = assoc.requestor.primitive
-        log.log(self._pc_level, "Association Parameters:\n%s", _describe_request(rq))
+        rq = cast(A_ASSOCIATE, assoc.requestor.primitive)  # always set once requested
+        if log.isEnabledFor(self._pc_level):
+            log.log(
+                self._pc_level,
+                "Association Parameters:\n%s\n  Implementation Class UID: %s",
+                _describe_request(rq),
+                assoc.requestor.implementation_class_uid or "",
+            )
         if self.opts.refuse:
             log.info("Refusing Association (forced via command line)")
             _reject(assoc, 1, 1, 1)
@@ -240,6 +253,8 @@ class Acceptor:
         return logging.INFO if self.opts.verbose_pc else logging.DEBUG
 
     def _on_store(self, state: _Association, event: evt.Event) -> int:
+        if state.aborted_by_option:  # --abort-during already aborted; store nothing
+            return 0xA700
         if self.opts.abort_after:
             log.info("Received Store Request (MsgID %s)", event.request.MessageID)
             log.error("ABORT initiated (due to command line options)")
@@ -255,7 +270,7 @@ class Acceptor:
         pdu = event.pdu
         if not isinstance(pdu, P_DATA_TF):
             return
-        data = [pdv[1][0] for pdv in _items(pdu) if not pdv[1][0] & 1]
+        data = [header for header in _control_headers(pdu) if not header & 1]
         if not data:
             return
         if self.opts.dimse_timeout:
@@ -276,8 +291,14 @@ class Acceptor:
             time.sleep(self.opts.sleep_after)
 
 
-def _items(pdu: P_DATA_TF) -> list[tuple[int, bytes]]:
-    return cast(list[tuple[int, bytes]], pdu.presentation_data_value_items)
+def _accept_any_uid(value: object) -> tuple[bool, str]:
+    return True, ""
+
+
+def _control_headers(pdu: P_DATA_TF) -> list[int]:
+    """The message control header of each PDV (bit 0: command, bit 1: last fragment)."""
+    items = cast(list[Any], pdu.presentation_data_value_items)
+    return [item.presentation_data_value[0] for item in items if item.presentation_data_value]
 
 
 def _capture(state: _Association, event: evt.Event) -> None:
@@ -296,7 +317,6 @@ def _describe_request(rq: Any) -> str:
         f"  Calling AE Title: {rq.calling_ae_title}",
         f"  Called AE Title:  {rq.called_ae_title}",
         f"  Application Context: {rq.application_context_name}",
-        f"  Implementation Class UID: {rq.implementation_class_uid or ''}",
         f"  Maximum PDU Length: {rq.maximum_length_received}",
     ]
     for cx in rq.presentation_context_definition_list:

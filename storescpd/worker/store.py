@@ -20,10 +20,11 @@ import logging
 import os
 import struct
 from datetime import datetime
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from pydicom.uid import generate_uid
 from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_STORE
 
 from storescpd.fsio import AtomicFile, copy_stream
 from storescpd.naming import (
@@ -80,7 +81,7 @@ class Storage:
 
     def store(self, event: evt.Event) -> int:
         """Handle ``EVT_C_STORE``; the returned status is sent only after this returns."""
-        req = event.request
+        req = cast(C_STORE, event.request)
         sop_class = str(req.AffectedSOPClassUID or "")
         sop_instance = str(req.AffectedSOPInstanceUID or "")
         log.info("Received Store Request (MsgID %s, %s)", req.MessageID, log_code_for(sop_class))

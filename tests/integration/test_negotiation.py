@@ -333,7 +333,15 @@ def test_max_pdu_is_announced_in_the_ac(
     [
         (b"ANY-SCP", b"ANY-SCP"),
         (b"STORESCP", b"STORESCP"),
-        (b"  LEADING", b"  LEADING"),
+        pytest.param(
+            b"  LEADING",
+            b"  LEADING",
+            marks=pytest.mark.xfail(
+                not ON_DCMTK,
+                reason="pynetdicom strips AE titles when decoding: leading spaces are lost",
+                strict=True,
+            ),
+        ),
         (b"SIXTEEN-CHARS-AE", b"SIXTEEN-CHARS-AE"),
     ],
     ids=["any", "default-name", "leading-spaces", "sixteen"],

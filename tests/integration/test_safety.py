@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import queue
 import shutil
 import signal
 import struct
@@ -125,10 +126,11 @@ class Peer:
         req.MessageID = self._next_id()
         req.Priority = 2
         req.AffectedSOPClassUID = UID(sop_class)
+        # Relaxed for the answer too: it echoes the UID, and this client must be able to read it.
         with relaxed_uid_checks():
             req.AffectedSOPInstanceUID = UID(sop_instance)
-        req.DataSet = io.BytesIO(data_set)
-        return self._exchange(req, self.context_id(sop_class))
+            req.DataSet = io.BytesIO(data_set)
+            return self._exchange(req, self.context_id(sop_class))
 
     def echo(self) -> int | None:
         req = C_ECHO()
@@ -147,11 +149,23 @@ class Peer:
         try:
             poll_until(lambda: self.assoc._is_paused, 5, "pynetdicom reactor to pause")
             self.assoc.dimse.send_msg(req, context_id)
-            _, rsp = self.assoc.dimse.get_msg(block=True)
+            rsp = self._await_response()
         finally:
             self.assoc._reactor_checkpoint.set()
         status = getattr(rsp, "Status", None)
         return None if status is None else int(status)
+
+    def _await_response(self) -> object:
+        # Not get_msg(block=True): after some aborts pynetdicom queues nothing, and that call
+        # would then wait out the whole DIMSE timeout. Wake up now and then to look.
+        deadline = time.monotonic() + RESPONSE_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                return self.assoc.dimse.msg_queue.get(timeout=0.1)[1]
+            except queue.Empty:
+                if not self.assoc.is_established:
+                    return None
+        return None
 
 
 @contextmanager
