@@ -134,9 +134,7 @@ def start_storescpd(
     # a shim that moves the fd and then execs the server knows.
     shim = [sys.executable, "-c", SYSTEMD_SHIM, str(fd), *argv]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            shim, env=env, stdout=out, stderr=subprocess.STDOUT, pass_fds=(fd,)
-        )
+        proc = subprocess.Popen(shim, env=env, stdout=out, stderr=subprocess.STDOUT, pass_fds=(fd,))
     listener.close()
     server = Server(proc, port, od, log)
     try:
@@ -166,7 +164,9 @@ def start_dcmtk_storescp(args: Sequence[str], od: Path, log: Path) -> Server:
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [dcmtk("storescp"), *args, "-od", str(od), str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     server = Server(proc, port, od, log)
     try:
