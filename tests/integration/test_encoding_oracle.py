@@ -406,8 +406,11 @@ def test_unreadable_data_sets(why: str, damage: Callable[[bytes], bytes]) -> Non
 def test_broken_deflate_is_unreadable() -> None:
     with pytest.raises(UnreadableDataset):
         write_normal(
-            io.BytesIO(b"not deflated at all"), "1.2.840.10008.1.2.1.99", io.BytesIO(),
-            OutputFormat(), "A",
+            io.BytesIO(b"not deflated at all"),
+            "1.2.840.10008.1.2.1.99",
+            io.BytesIO(),
+            OutputFormat(),
+            "A",
         )
 
 
@@ -416,8 +419,11 @@ def test_compressed_cannot_be_converted(write_xfer: str) -> None:
     sent = _data_set_of(TEST_FILES / "SC_rgb_jpeg_dcmtk.dcm")
     with pytest.raises(ConversionImpossible):
         write_normal(
-            io.BytesIO(sent), "1.2.840.10008.1.2.4.50", io.BytesIO(),
-            OutputFormat(write_xfer=write_xfer), "A",
+            io.BytesIO(sent),
+            "1.2.840.10008.1.2.4.50",
+            io.BytesIO(),
+            OutputFormat(write_xfer=write_xfer),
+            "A",
         )
 
 
