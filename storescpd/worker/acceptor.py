@@ -13,6 +13,7 @@ import os
 import select
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -76,6 +77,7 @@ class _Association:
 
     assoc: Association | None = None
     sleep_after_pending: bool = False
+    receiving: bool = False  # a data set is arriving (for the progress dots)
     aborted_by_option: bool = False
     ready: threading.Event = field(default_factory=threading.Event)
 
@@ -103,6 +105,8 @@ class Acceptor:
         self.storage = Storage(opts)
         self.ae = self._make_ae()
         self.contexts = supported_contexts(opts.prefer, echo=not opts.no_echo)
+        # DCMTK prints its progress dots on stdout in verbose mode only (not with -d).
+        self.progress = opts.log_level == "info" and opts.log_config is None and not opts.inetd
 
     def _make_ae(self) -> AE:
         opts = self.opts
@@ -207,7 +211,7 @@ class Acceptor:
             (evt.EVT_C_ECHO, _on_echo),
             (evt.EVT_C_STORE, lambda event: self._on_store(state, event)),
         ]
-        if opts.sleep_during or opts.abort_during or opts.dimse_timeout:
+        if opts.sleep_during or opts.abort_during or opts.dimse_timeout or self.progress:
             handlers.append((evt.EVT_PDU_RECV, lambda event: self._on_pdu_recv(state, event)))
         if opts.sleep_after:
             handlers.append((evt.EVT_PDU_SENT, lambda event: self._on_pdu_sent(state, event)))
@@ -273,6 +277,8 @@ class Acceptor:
         data = [header for header in _control_headers(pdu) if not header & 1]
         if not data:
             return
+        if self.progress:
+            _show_progress(state, data)
         if self.opts.dimse_timeout:
             # -td bounds each wait for the next fragment of a data set; between
             # messages the idle timeout applies again.
@@ -293,6 +299,21 @@ class Acceptor:
 
 def _accept_any_uid(value: object) -> tuple[bool, str]:
     return True, ""
+
+
+def _show_progress(state: _Association, headers: list[int]) -> None:
+    """``RECV: `` when a data set starts, a dot per fragment, a newline after the last."""
+    parts = []
+    for header in headers:
+        if not state.receiving:
+            parts.append("RECV: ")
+            state.receiving = True
+        parts.append(".")
+        if header & 2:
+            parts.append("\n")
+            state.receiving = False
+    sys.stdout.write("".join(parts))
+    sys.stdout.flush()
 
 
 def _control_headers(pdu: P_DATA_TF) -> list[int]:
