@@ -14,9 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from storescpd import listeners, logs, options
+from storescpd.access import AccessControl
 from storescpd.exitcodes import ExitCode
 from storescpd.fsio import is_writable_directory
-from storescpd.master import ForkingServer, SingleProcessServer
+from storescpd.master import Admit, ForkingServer, SingleProcessServer
 from storescpd.prefork import PoolServer
 from storescpd.proctitle import set_title
 
@@ -83,11 +84,14 @@ def serve(opts: options.Options, inetd_socket: socket.socket | None = None) -> i
     _check_output_directory(opts)
     if not sockets:
         sockets = [_bind(opts)]
+    admit = _access_control(opts)
     acceptor = Acceptor(opts)
     set_title(f"master [{opts.port or 'inherited'}]")
     try:
         if inetd_socket is not None and not listeners.is_listening(inetd_socket):
-            acceptor.serve(inetd_socket, listeners.peer_of(inetd_socket))
+            peer = listeners.peer_of(inetd_socket)
+            if admit is None or admit(inetd_socket, peer):
+                acceptor.serve(inetd_socket, peer)
         elif opts.workers:
             entry = functools.partial(run_pool_worker, acceptor, opts.max_requests)
             PoolServer(
@@ -96,14 +100,29 @@ def serve(opts: options.Options, inetd_socket: socket.socket | None = None) -> i
                 workers=opts.workers,
                 max_workers=opts.max_workers or opts.workers,
                 graceful_timeout=opts.graceful_timeout,
+                admit=admit,
             ).run()
         elif opts.fork:
-            ForkingServer(sockets, acceptor.serve_in_child).run()
+            ForkingServer(sockets, acceptor.serve_in_child, admit).run()
         else:
-            SingleProcessServer(sockets, acceptor.serve).run()
+            SingleProcessServer(sockets, acceptor.serve, admit).run()
     finally:
         acceptor.close()
     return ExitCode.OK
+
+
+def _access_control(opts: options.Options) -> Admit | None:
+    """``+ac``: the check the accepting process makes before serving anyone."""
+    if not opts.access_control:
+        return None
+    control = AccessControl(
+        opts.access_daemon,
+        opts.hosts_allow,
+        opts.hosts_deny,
+        lookup=not opts.disable_host_lookup,
+    )
+    control.load()
+    return control.admit
 
 
 def _check_port(opts: options.Options) -> None:

@@ -24,6 +24,8 @@ from storescpd import sdnotify
 log = logging.getLogger(__name__)
 
 Serve = Callable[[socket.socket, tuple[str, int]], None]
+Admit = Callable[[socket.socket, tuple[str, int]], bool]
+"""Decides on a freshly accepted connection; closes it itself when it says no."""
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -48,9 +50,12 @@ class SingleProcessServer:
         Serves one association on a connected socket and closes it.
     """
 
-    def __init__(self, listeners: Sequence[socket.socket], serve: Serve) -> None:
+    def __init__(
+        self, listeners: Sequence[socket.socket], serve: Serve, admit: Admit | None = None
+    ) -> None:
         self.listeners = list(listeners)
         self.serve = serve
+        self.admit = admit
         self.stopping = False
         self.serving = False
         self.selector = selectors.DefaultSelector()
@@ -98,7 +103,11 @@ class SingleProcessServer:
         except OSError as err:
             log.error("accept failed: %s", err)
             return
-        self._dispatch(conn, (str(peer[0]), int(peer[1])))
+        address = (str(peer[0]), int(peer[1]))
+        # Host access control happens here, before a worker or a DICOM byte is involved.
+        if self.admit is not None and not self.admit(conn, address):
+            return
+        self._dispatch(conn, address)
 
     def _dispatch(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         self.serving = True
@@ -145,8 +154,10 @@ class ForkingServer(SingleProcessServer):
     this loop (STYLE example 6). Unlike DCMTK, a stop signal lets running children finish.
     """
 
-    def __init__(self, listeners: Sequence[socket.socket], serve: Serve) -> None:
-        super().__init__(listeners, serve)
+    def __init__(
+        self, listeners: Sequence[socket.socket], serve: Serve, admit: Admit | None = None
+    ) -> None:
+        super().__init__(listeners, serve, admit)
         self.children: set[int] = set()
 
     def run(self) -> None:

@@ -217,7 +217,14 @@ OPTIONS: Final[tuple[Opt, ...]] = (
     Opt("-ac", "--access-full", help="accept connections from every host (default)",
         group=ACCESS, dest="access_control", const=False, block="access"),
     Opt("+ac", "--access-control", help="check hosts.allow and hosts.deny before serving",
-        group=ACCESS, dest="access_control", block="access", later=True),
+        group=ACCESS, dest="access_control", block="access"),
+    Opt("", "--access-daemon", 1, "[n]ame: string (default: storescpd)",
+        "match the rules for daemon n (e.g. storescp,\nto reuse DCMTK's rules)", ACCESS,
+        dest="access_daemon"),
+    Opt("", "--hosts-allow", 1, _FILE + " (default: /etc/hosts.allow)",
+        "read the allow rules from file f", ACCESS, dest="hosts_allow"),
+    Opt("", "--hosts-deny", 1, _FILE + " (default: /etc/hosts.deny)",
+        "read the deny rules from file f", ACCESS, dest="hosts_deny"),
     Opt("-id", "--inetd", help="serve the connection inetd passes as stdin\n(not with --fork)",
         group=NETWORK, dest="inetd"),
     Opt("-ts", "--socket-timeout", 1, _SECONDS + " (default: 60)",
@@ -452,6 +459,7 @@ CHECKED_AFTER_LOGGING: Final = (
     # storescpd's own options last: they conflict with nothing
     "--network-timeout", "--no-echo", "--no-sync",
     "--workers", "--max-workers", "--max-requests", "--graceful-timeout",
+    "--access-daemon", "--hosts-allow", "--hosts-deny",
 )  # fmt: skip
 CHECK_ORDER: Final = CHECKED_BEFORE_LOGGING + CHECKED_AFTER_LOGGING
 
@@ -499,6 +507,9 @@ class Options:
     prefer: str = "prefer-uncompr"
     promiscuous: bool = False
     access_control: bool = False
+    access_daemon: str = "storescpd"
+    hosts_allow: str = "/etc/hosts.allow"
+    hosts_deny: str = "/etc/hosts.deny"
     socket_timeout: int = 60
     acse_timeout: int = 30
     dimse_timeout: int | None = None
@@ -837,6 +848,8 @@ _TLS_DEPENDENT = tuple(
 def _rules() -> Iterator[Rule]:
     yield _conflict("--fork", "--fork", _given("--inetd"), first="--inetd")
     yield _conflict("--workers", "--fork", _wins("--fork"))
+    for subject in ("--access-daemon", "--hosts-allow", "--hosts-deny"):
+        yield _needs(subject, "--access-control", _wins("--access-control"))
     yield _needs("--max-workers", "--workers", _given("--workers"))
     yield _needs("--max-requests", "--workers", _given("--workers"))
     yield _conflict("--log-level", "--verbose, --debug or --quiet",

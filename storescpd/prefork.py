@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from storescpd import fdpass, sdnotify
-from storescpd.master import STOP_SIGNALS, SingleProcessServer
+from storescpd.master import STOP_SIGNALS, Admit, SingleProcessServer
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,9 @@ class PoolServer(SingleProcessServer):
         workers: int,
         max_workers: int,
         graceful_timeout: float = 60.0,
+        admit: Admit | None = None,
     ) -> None:
-        super().__init__(listeners, serve=lambda conn, peer: None)
+        super().__init__(listeners, serve=lambda conn, peer: None, admit=admit)
         self.entry = entry
         self.target = workers
         self.max_workers = max(max_workers, workers)

@@ -614,7 +614,7 @@ def test_used_options_are_long_names() -> None:
     [
         ([PORT], []),
         (["--fork", PORT], []),
-        (["+ac", PORT], ["--access-control"]),
+        (["+ac", PORT], []),
         (["+ac", "-ac", PORT], []),
         (["--inetd"], []),
         (["-xf", "f", "p", PORT], ["--config-file"]),
