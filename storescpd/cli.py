@@ -17,7 +17,7 @@ from storescpd import listeners, logs, options
 from storescpd.access import AccessControl
 from storescpd.exitcodes import ExitCode
 from storescpd.fsio import is_writable_directory
-from storescpd.master import Admit, ForkingServer, SingleProcessServer
+from storescpd.master import ForkingServer, SingleProcessServer
 from storescpd.prefork import PoolServer
 from storescpd.proctitle import set_title
 
@@ -84,7 +84,8 @@ def serve(opts: options.Options, inetd_socket: socket.socket | None = None) -> i
     _check_output_directory(opts)
     if not sockets:
         sockets = [_bind(opts)]
-    admit = _access_control(opts)
+    control = _access_control(opts)
+    admit = control.admit if control is not None else None
     acceptor = Acceptor(opts)
     set_title(f"master [{opts.port or 'inherited'}]")
     try:
@@ -92,26 +93,31 @@ def serve(opts: options.Options, inetd_socket: socket.socket | None = None) -> i
             peer = listeners.peer_of(inetd_socket)
             if admit is None or admit(inetd_socket, peer):
                 acceptor.serve(inetd_socket, peer)
-        elif opts.workers:
+            return ExitCode.OK
+        server: SingleProcessServer
+        if opts.workers:
             entry = functools.partial(run_pool_worker, acceptor, opts.max_requests)
-            PoolServer(
+            server = PoolServer(
                 sockets,
                 entry,
                 workers=opts.workers,
                 max_workers=opts.max_workers or opts.workers,
                 graceful_timeout=opts.graceful_timeout,
                 admit=admit,
-            ).run()
+            )
         elif opts.fork:
-            ForkingServer(sockets, acceptor.serve_in_child, admit).run()
+            server = ForkingServer(sockets, acceptor.serve_in_child, admit)
         else:
-            SingleProcessServer(sockets, acceptor.serve, admit).run()
+            server = SingleProcessServer(sockets, acceptor.serve, admit)
+        if control is not None:
+            server.reload = control.load  # HUP re-reads hosts.allow and hosts.deny
+        server.run()
     finally:
         acceptor.close()
     return ExitCode.OK
 
 
-def _access_control(opts: options.Options) -> Admit | None:
+def _access_control(opts: options.Options) -> AccessControl | None:
     """``+ac``: the check the accepting process makes before serving anyone."""
     if not opts.access_control:
         return None
@@ -122,7 +128,7 @@ def _access_control(opts: options.Options) -> Admit | None:
         lookup=not opts.disable_host_lookup,
     )
     control.load()
-    return control.admit
+    return control
 
 
 def _check_port(opts: options.Options) -> None:

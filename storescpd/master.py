@@ -30,6 +30,26 @@ Admit = Callable[[socket.socket, tuple[str, int]], bool]
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+NOTED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1)
+"""Signals acted on by the loop (HUP reloads, USR1 reopens log files); children ignore them."""
+
+
+def _note(signo: int, frame: FrameType | None) -> None:
+    """A handler that does nothing: Python writes the signal number to the wakeup socket."""
+
+
+def reopen_log_files() -> None:
+    """USR1: let rotated log files be recreated (each file handler reopens on its next record)."""
+    for handler in logging.getLogger().handlers + logging.getLogger("storescpd").handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                handler.close()  # the next emit() opens the file again
+            finally:
+                handler.release()
+    log.info("USR1: log files reopened")
+
+
 class Source(enum.Enum):
     LISTENER = enum.auto()
     SIGNALS = enum.auto()
@@ -56,6 +76,7 @@ class SingleProcessServer:
         self.listeners = list(listeners)
         self.serve = serve
         self.admit = admit
+        self.reload: Callable[[], None] | None = None  # what HUP re-reads
         self.stopping = False
         self.serving = False
         self.selector = selectors.DefaultSelector()
@@ -124,6 +145,8 @@ class SingleProcessServer:
             signal.signal(signo, self._on_stop_signal)
         signal.signal(signal.SIGQUIT, self._on_quit)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        for signo in NOTED_SIGNALS:
+            signal.signal(signo, _note)  # the byte on the wakeup socket is what matters
 
     def _on_stop_signal(self, signo: int, frame: FrameType | None) -> None:
         # Runs in the main thread between bytecodes; only records, except when a second
@@ -138,11 +161,15 @@ class SingleProcessServer:
             raise StopNow()
 
     def _drain_signals(self) -> None:
-        try:
-            while self._wakeup_r.recv(512):
-                pass
-        except BlockingIOError:
-            pass
+        received = bytearray()
+        with contextlib.suppress(BlockingIOError):
+            while chunk := self._wakeup_r.recv(512):
+                received += chunk
+        if signal.SIGHUP in received and self.reload is not None:
+            log.info("HUP: reloading")
+            self.reload()
+        if signal.SIGUSR1 in received:
+            reopen_log_files()
         if self.stopping:
             log.info("stop requested, no further associations are accepted")
 
@@ -180,6 +207,8 @@ class ForkingServer(SingleProcessServer):
         try:
             for sig in (*STOP_SIGNALS, signal.SIGQUIT, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
+            for sig in NOTED_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
             signal.set_wakeup_fd(-1)
             for sock in (*self.listeners, self._wakeup_r, self._wakeup_w):
                 sock.close()

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from storescpd import fdpass, sdnotify
-from storescpd.master import STOP_SIGNALS, Admit, SingleProcessServer
+from storescpd.master import NOTED_SIGNALS, STOP_SIGNALS, Admit, SingleProcessServer
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,8 @@ class PoolServer(SingleProcessServer):
                 signal.SIGTTOU,
             ):
                 signal.signal(signo, signal.SIG_DFL)
+            for signo in NOTED_SIGNALS:
+                signal.signal(signo, signal.SIG_IGN)
             signal.set_wakeup_fd(-1)
             for sock in (*self.listeners, self._wakeup_r, self._wakeup_w):
                 sock.close()

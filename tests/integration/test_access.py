@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 from pynetdicom import AE
 
-from tests.conftest import Server
+from tests.conftest import Server, poll_until
 
 VERIFICATION = "1.2.840.10008.1.1"
 CLIENTS = ("127.0.0.1", "127.0.0.5", "127.0.0.9")
@@ -87,3 +88,20 @@ def test_access_daemon_reuses_storescp_rules(storescpd, tmp_path: Path) -> None:
     )  # fmt: skip
     assert echo_from(server, "127.0.0.5")
     assert not echo_from(server, "127.0.0.9")
+
+
+def test_hup_rereads_the_rules_without_a_restart(storescpd, tmp_path: Path) -> None:
+    allow, deny = tmp_path / "hosts.allow", tmp_path / "hosts.deny"
+    allow.write_text("")
+    deny.write_text("storescpd: 127.0.0.5\n")
+    server = storescpd(
+        ["-v", "+ac", "-dhl", "--hosts-allow", str(allow), "--hosts-deny", str(deny)]
+    )
+    assert not echo_from(server, "127.0.0.5")
+    deny.write_text("storescpd: 127.0.0.9\n")
+    os.kill(server.pid, signal.SIGHUP)
+    # The log line is the loop's acknowledgement that it re-read the files.
+    poll_until(lambda: "HUP: reloading" in server.log, 10, "the reload")
+    assert echo_from(server, "127.0.0.5")
+    assert not echo_from(server, "127.0.0.9")
+    assert server.alive()
