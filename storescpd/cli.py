@@ -122,13 +122,22 @@ def _access_control(opts: options.Options) -> AccessControl | None:
     if not opts.access_control:
         return None
     control = AccessControl(
-        opts.access_daemon,
+        _daemon_name(opts),
         opts.hosts_allow,
         opts.hosts_deny,
         lookup=not opts.disable_host_lookup,
     )
     control.load()
     return control
+
+
+def _daemon_name(opts: options.Options) -> str:
+    """The name hosts.allow rules are matched against: ``--access-daemon``, else the program
+    name as invoked (so a link named ``storescp`` picks up DCMTK's rules), else ``storescpd``."""
+    if "--access-daemon" in opts.used_options:
+        return opts.access_daemon
+    name = os.path.basename(sys.argv[0])
+    return opts.access_daemon if not name or name.endswith(".py") else name
 
 
 def _check_port(opts: options.Options) -> None:
