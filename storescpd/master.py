@@ -160,6 +160,17 @@ class SingleProcessServer:
         if self.serving:
             raise StopNow()
 
+    def _leave_master_state(self) -> None:
+        """In a freshly forked child: the master's signal handling and sockets are not ours."""
+        for signo in (*STOP_SIGNALS, signal.SIGQUIT, signal.SIGCHLD, signal.SIGTTIN,
+                      signal.SIGTTOU):  # fmt: skip
+            signal.signal(signo, signal.SIG_DFL)
+        for signo in NOTED_SIGNALS:
+            signal.signal(signo, signal.SIG_IGN)
+        signal.set_wakeup_fd(-1)
+        for sock in (*self.listeners, self._wakeup_r, self._wakeup_w):
+            sock.close()
+
     def _drain_signals(self) -> None:
         received = bytearray()
         with contextlib.suppress(BlockingIOError):
@@ -205,13 +216,7 @@ class ForkingServer(SingleProcessServer):
     def _run_child(self, conn: socket.socket, peer: tuple[str, int]) -> NoReturn:
         status = 1
         try:
-            for sig in (*STOP_SIGNALS, signal.SIGQUIT, signal.SIGCHLD):
-                signal.signal(sig, signal.SIG_DFL)
-            for sig in NOTED_SIGNALS:
-                signal.signal(sig, signal.SIG_IGN)
-            signal.set_wakeup_fd(-1)
-            for sock in (*self.listeners, self._wakeup_r, self._wakeup_w):
-                sock.close()
+            self._leave_master_state()
             log.info("Association Received in child process (pid: %d)", os.getpid())
             self.serve(conn, peer)
             status = 0

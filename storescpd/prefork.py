@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from storescpd import fdpass, sdnotify
-from storescpd.master import NOTED_SIGNALS, STOP_SIGNALS, Admit, SingleProcessServer
+from storescpd.master import Admit, SingleProcessServer
 
 log = logging.getLogger(__name__)
 
@@ -204,19 +204,7 @@ class PoolServer(SingleProcessServer):
     def _run_worker(self, channel: socket.socket, index: int) -> NoReturn:
         status = 1
         try:
-            for signo in (
-                *STOP_SIGNALS,
-                signal.SIGQUIT,
-                signal.SIGCHLD,
-                signal.SIGTTIN,
-                signal.SIGTTOU,
-            ):
-                signal.signal(signo, signal.SIG_DFL)
-            for signo in NOTED_SIGNALS:
-                signal.signal(signo, signal.SIG_IGN)
-            signal.set_wakeup_fd(-1)
-            for sock in (*self.listeners, self._wakeup_r, self._wakeup_w):
-                sock.close()
+            self._leave_master_state()
             for worker in self.workers.values():
                 worker.channel.close()
             for item in self.draining:
