@@ -145,6 +145,7 @@ class PoolServer(SingleProcessServer):
             worker.state = State.GONE
         else:
             worker.state = State.BUSY
+            notify_status(self.workers)
         finally:
             conn.close()
 
@@ -227,6 +228,7 @@ class PoolServer(SingleProcessServer):
             self._lose(worker)
         elif message.get("state") == "idle":
             worker.state = State.IDLE
+            notify_status(self.workers)
 
     def _lose(self, worker: Worker) -> None:
         if worker.state is not State.GONE:
@@ -315,5 +317,7 @@ def _log_exit(worker: Worker, status: int) -> None:
         log.info("worker %d (pid %d) exited", worker.index, worker.pid)
 
 
-def notify_status(busy: int, total: int) -> None:
-    sdnotify.notify(f"STATUS={busy} of {total} workers busy")
+def notify_status(workers: dict[int, Worker]) -> None:
+    """Tell systemd how busy the pool is (``systemctl status`` shows it)."""
+    busy = sum(w.state is State.BUSY for w in workers.values())
+    sdnotify.notify(f"STATUS={busy} of {len(workers)} workers busy")
