@@ -10,6 +10,12 @@ import os
 import socket
 
 log = logging.getLogger(__name__)
+_warned = False
+
+
+def _mark_warned() -> None:
+    global _warned
+    _warned = True
 
 
 def notify(state: str) -> bool:
@@ -24,6 +30,9 @@ def notify(state: str) -> bool:
             sock.connect(address)
             sock.sendall(state.encode())
     except OSError as err:
-        log.warning("cannot notify %s: %s", address, err)
+        # Said once: a manager that stopped listening should not fill the log.
+        level = logging.DEBUG if _warned else logging.WARNING
+        log.log(level, "cannot notify %s: %s", address, err)
+        _mark_warned()
         return False
     return True
