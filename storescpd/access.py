@@ -13,12 +13,14 @@ import logging
 import os
 import socket
 import subprocess
+import threading
 
 from storescpd import hosts_access
 
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT = 10.0
+LOOKUP_TIMEOUT = 2.0
 
 
 class AccessControl:
@@ -121,7 +123,22 @@ def _read_list(path: str) -> str | None:
 
 
 def _host_name(address: str) -> str | None:
-    try:
-        return socket.gethostbyaddr(address)[0]
-    except OSError:
+    """The peer's name by reverse lookup, or None (``unknown``) when none comes within
+    ``LOOKUP_TIMEOUT``: a slow resolver must not stall the accept loop for everyone.
+
+    The lookup runs in a short-lived thread because the resolver has no timeout of its own;
+    only this process's accept loop ever waits on it, and workers never resolve names.
+    """
+    result: list[str] = []
+
+    def lookup() -> None:
+        with contextlib.suppress(OSError):
+            result.append(socket.gethostbyaddr(address)[0])
+
+    worker = threading.Thread(target=lookup, name="reverse-lookup", daemon=True)
+    worker.start()
+    worker.join(LOOKUP_TIMEOUT)
+    if worker.is_alive():
+        log.warning("reverse lookup of %s timed out; matching it as unknown", address)
         return None
+    return result[0] if result else None

@@ -169,3 +169,18 @@ def echo_to(port: int, source: str) -> bool:
     status = assoc.send_c_echo()
     assoc.release()
     return bool(status) and status.Status == 0
+
+
+def test_name_rules_use_the_reverse_lookup(storescpd, tmp_path: Path) -> None:
+    """Without -dhl the peer is matched by name too: localhost is allowed, others are not."""
+    (tmp_path / "hosts.allow").write_text("storescpd: localhost\n")
+    (tmp_path / "hosts.deny").write_text("storescpd: ALL\n")
+    server = storescpd(
+        [
+            "+ac",
+            "--hosts-allow", str(tmp_path / "hosts.allow"),
+            "--hosts-deny", str(tmp_path / "hosts.deny"),
+        ]
+    )  # fmt: skip
+    assert echo_from(server, "127.0.0.1")
+    assert tcpdmatch_allows(tmp_path, "storescpd", "localhost")
