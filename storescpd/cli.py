@@ -7,13 +7,15 @@ and start-up error exits with 1, like DCMTK's storescp.
 from __future__ import annotations
 
 import functools
+import grp
 import logging
 import os
+import pwd
 import socket
 import sys
 from collections.abc import Sequence
 
-from storescpd import listeners, logs, options
+from storescpd import listeners, logs, options, sdnotify
 from storescpd.access import AccessControl
 from storescpd.exitcodes import ExitCode
 from storescpd.fsio import is_writable_directory
@@ -81,9 +83,11 @@ def serve(opts: options.Options, inetd_socket: socket.socket | None = None) -> i
         sockets = [inetd_socket]
     elif not sockets:
         _check_port(opts)
-    _check_output_directory(opts)
     if not sockets:
         sockets = [_bind(opts)]
+    sdnotify.prepare()
+    _drop_privileges(opts)
+    _check_output_directory(opts)
     control = _access_control(opts)
     admit = control.admit if control is not None else None
     acceptor = Acceptor(opts)
@@ -138,6 +142,28 @@ def _daemon_name(opts: options.Options) -> str:
         return opts.access_daemon
     name = os.path.basename(sys.argv[0])
     return opts.access_daemon if not name or name.endswith(".py") else name
+
+
+def _drop_privileges(opts: options.Options) -> None:
+    """``--user``/``--group``: give up root once the port is bound (DESIGN §5)."""
+    if opts.user is None and opts.group is None:
+        return
+    try:
+        account = pwd.getpwnam(opts.user) if opts.user is not None else None
+        gid = grp.getgrnam(opts.group).gr_gid if opts.group is not None else None
+    except KeyError as err:
+        raise StartupError(f"cannot drop privileges: unknown user or group {err}") from None
+    if gid is None and account is not None:
+        gid = account.pw_gid
+    try:
+        if gid is not None:
+            os.setgroups([gid])
+            os.setgid(gid)
+        if account is not None:
+            os.setuid(account.pw_uid)
+    except OSError as err:
+        raise StartupError(f"cannot drop privileges: {err.strerror}") from err
+    log.info("serving as uid %d, gid %d", os.getuid(), os.getgid())
 
 
 def _check_port(opts: options.Options) -> None:

@@ -184,6 +184,10 @@ OPTIONS: Final[tuple[Opt, ...]] = (
     Opt("", "--max-requests", 1, "[n]umber: integer (default: 0)",
         "replace a worker after it served n associations\n(0: never)", PROCESS,
         dest="max_requests", value_type=Unsigned(0)),
+    Opt("", "--user", 1, "[u]ser: string",
+        "after binding the port, serve as user u", PROCESS, dest="user"),
+    Opt("", "--group", 1, "[g]roup: string (default: the user's group)",
+        "after binding the port, serve as group g", PROCESS, dest="group"),
     Opt("", "--graceful-timeout", 1, _SECONDS + " (default: 60)",
         "on TERM or INT, let running associations finish\nfor up to s seconds", PROCESS,
         dest="graceful_timeout", value_type=Unsigned(0)),
@@ -459,7 +463,7 @@ CHECKED_AFTER_LOGGING: Final = (
     # storescpd's own options last: they conflict with nothing
     "--network-timeout", "--no-echo", "--no-sync",
     "--workers", "--max-workers", "--max-requests", "--graceful-timeout",
-    "--access-daemon", "--hosts-allow", "--hosts-deny",
+    "--access-daemon", "--hosts-allow", "--hosts-deny", "--user", "--group",
 )  # fmt: skip
 CHECK_ORDER: Final = CHECKED_BEFORE_LOGGING + CHECKED_AFTER_LOGGING
 
@@ -502,6 +506,8 @@ class Options:
     max_workers: int | None = None
     max_requests: int = 0
     graceful_timeout: int = 60
+    user: str | None = None
+    group: str | None = None
     inetd: bool = False
     config_file: tuple[str, str] | None = None
     prefer: str = "prefer-uncompr"

@@ -176,7 +176,7 @@ def test_every_storescp_option_is_in_the_table() -> None:
 STORESCPD_EXTRAS = {
     "--no-echo", "--network-timeout", "--no-sync",
     "--workers", "--max-workers", "--max-requests", "--graceful-timeout",
-    "--access-daemon", "--hosts-allow", "--hosts-deny",
+    "--access-daemon", "--hosts-allow", "--hosts-deny", "--user", "--group",
 }  # fmt: skip
 
 
