@@ -15,9 +15,8 @@ import shutil
 import socket
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import pydicom.config
@@ -79,7 +78,6 @@ class _Association:
     sleep_after_pending: bool = False
     receiving: bool = False  # a data set is arriving (for the progress dots)
     aborted_by_option: bool = False
-    ready: threading.Event = field(default_factory=threading.Event)
 
 
 class Acceptor:
@@ -324,7 +322,6 @@ def _control_headers(pdu: P_DATA_TF) -> list[int]:
 
 def _capture(state: _Association, event: evt.Event) -> None:
     state.assoc = event.assoc
-    state.ready.set()
 
 
 def _reject(assoc: Association, result: int, source: int, reason: int) -> None:
