@@ -33,38 +33,7 @@ HEVC_MAIN10 = "1.2.840.10008.1.2.4.108"
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 
 # Encapsulated pixel data: the image is compressed, the data set around it is explicit LE.
-COMPRESSED: frozenset[str] = frozenset(
-    {
-        JPEG_BASELINE,
-        JPEG_EXTENDED,
-        JPEG_LOSSLESS_SV1,
-        JPEG_LS_LOSSLESS,
-        JPEG_LS_NEAR_LOSSLESS,
-        JPEG_2000_LOSSLESS,
-        JPEG_2000,
-        MPEG2_MAIN_MAIN,
-        MPEG2_MAIN_HIGH,
-        MPEG4_HP41,
-        MPEG4_HP41_BD,
-        MPEG4_HP42_2D,
-        MPEG4_HP42_3D,
-        MPEG4_HP42_STEREO,
-        HEVC_MAIN,
-        HEVC_MAIN10,
-        RLE_LOSSLESS,
-    }
-)
-
-UNCOMPRESSED: tuple[str, ...] = (
-    LITTLE_ENDIAN_IMPLICIT,
-    LITTLE_ENDIAN_EXPLICIT,
-    BIG_ENDIAN_EXPLICIT,
-    DEFLATED_LITTLE_ENDIAN_EXPLICIT,
-)
-
-# The 21 transfer syntaxes of DCMTK 3.6.7; nothing newer (HTJ2K, JPEG XL, ...) is accepted.
-ALL: tuple[str, ...] = (
-    *UNCOMPRESSED,
+ENCAPSULATED: tuple[str, ...] = (
     JPEG_BASELINE,
     JPEG_EXTENDED,
     JPEG_LOSSLESS_SV1,
@@ -83,6 +52,17 @@ ALL: tuple[str, ...] = (
     HEVC_MAIN10,
     RLE_LOSSLESS,
 )
+COMPRESSED: frozenset[str] = frozenset(ENCAPSULATED)
+
+UNCOMPRESSED: tuple[str, ...] = (
+    LITTLE_ENDIAN_IMPLICIT,
+    LITTLE_ENDIAN_EXPLICIT,
+    BIG_ENDIAN_EXPLICIT,
+    DEFLATED_LITTLE_ENDIAN_EXPLICIT,
+)
+
+# The 21 transfer syntaxes of DCMTK 3.6.7; nothing newer (HTJ2K, JPEG XL, ...) is accepted.
+ALL: tuple[str, ...] = (*UNCOMPRESSED, *ENCAPSULATED)
 
 # The fixed fallback after a named preference; unlike the default it ignores host byte order.
 _EXPLICIT_FIRST = (LITTLE_ENDIAN_EXPLICIT, BIG_ENDIAN_EXPLICIT, LITTLE_ENDIAN_IMPLICIT)

@@ -44,13 +44,6 @@ def test_serves_and_writes_as_the_given_user(storescpd, ct_small: Path, public_d
 def test_unknown_user_is_a_start_up_error(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "storescpd", "--user", "no-such-user-here", "-od", str(tmp_path),
-         "0"],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-    # Port 0 is refused by the command line before anything binds.
-    assert result.returncode == 1
-    result = subprocess.run(
-        [sys.executable, "-m", "storescpd", "--user", "no-such-user-here", "-od", str(tmp_path),
          "11104"],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
