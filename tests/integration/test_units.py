@@ -196,12 +196,14 @@ def test_pool_service_under_socket_activation(
     od = tmp_path / "od"
     od.mkdir()
     port = free_port()
+    argv = exec_start("storescpd.service", od)
+    workers = int(argv[argv.index("--workers") + 1])
     notify_path = tmp_path / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.bind(str(notify_path))
         proc = socket_activate(
             ["-l", f"127.0.0.1:{port}", "--fdname=dicom", "-E", f"NOTIFY_SOCKET={notify_path}",
-             *exec_start("storescpd.service", od)],
+             *argv],
             processes,
         )  # fmt: skip
         # The command is only executed on the first connection; this one just wakes it up.
@@ -209,8 +211,9 @@ def test_pool_service_under_socket_activation(
             await_notify(notify, b"READY=1", proc)
         send_echo_and_store(port, ct_small, od)
         # The "104" on the command line is ignored: nothing but the inherited socket listens.
-        ports = {c.laddr.port for c in psutil.Process(proc.pid).net_connections("inet")}
-        assert ports == {port}
+        master = psutil.Process(proc.pid)
+        assert {c.laddr.port for c in master.net_connections("inet")} == {port}
+        assert len(master.children()) == workers
         proc.send_signal(signal.SIGTERM)
         await_notify(notify, b"STOPPING=1", proc)
         assert proc.wait(15) == 0
@@ -275,3 +278,30 @@ def test_shipped_xinetd_file_under_xinetd(
     poll_until(lambda: proc.poll() is not None or _accepts_connections(port), 10, "xinetd")
     assert proc.poll() is None, (tmp_path / "xinetd.log").read_text()
     send_echo_and_store(port, ct_small, od)
+
+
+def inetd_lines() -> list[list[str]]:
+    """The service lines of the shipped inetd.conf (commented out), split into fields."""
+    lines = []
+    for raw in (REPO_ROOT / "inetd" / "inetd.conf").read_text().splitlines():
+        fields = raw.lstrip("#").split()
+        if fields and fields[0] == "acr-nema":
+            lines.append(fields)
+    return lines
+
+
+def test_inetd_conf_lines_run_storescpd_inetd() -> None:
+    """No classic inetd is installed here; the lines are checked field by field instead."""
+    lines = inetd_lines()
+    assert len(lines) == 2
+    for service, sock, proto, wait, user, server, *argv in lines:
+        assert (service, sock, proto) == ("acr-nema", "stream", "tcp")
+        assert wait.split(".")[0] == "nowait"
+        assert ":" in user
+        assert os.path.isabs(server)
+        # tcpd takes the wrapped program's full path as argv[0] and execs it.
+        if os.path.basename(server) == "tcpd":
+            assert os.path.isabs(argv[0])
+        assert os.path.basename(argv[0]) == "storescpd"
+        assert "--inetd" in argv
+        assert argv[argv.index("-od") + 1].startswith("/")
