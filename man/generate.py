@@ -49,7 +49,7 @@ def entry(option: Opt) -> list[str]:
         lines += [escape(option.value_help), ".br"]
     lines += [escape(line) for line in textwrap.wrap(option.help, 78, break_on_hyphens=False)]
     if option.later:
-        lines += LATER
+        lines += [".br", *LATER]
     return lines
 
 
