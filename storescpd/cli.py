@@ -6,6 +6,7 @@ and start-up error exits with 1, like DCMTK's storescp.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import grp
 import logging
@@ -15,12 +16,13 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from storescpd import listeners, logs, options, sdnotify
+from storescpd import daemonize, listeners, logs, options, sdnotify
 from storescpd.access import AccessControl
 from storescpd.exitcodes import ExitCode
 from storescpd.fsio import is_writable_directory
+from storescpd.heartbeat import Heartbeats
 from storescpd.master import ForkingServer, SingleProcessServer
-from storescpd.prefork import PoolServer
+from storescpd.prefork import PoolServer, PoolSize, WorkerEntry
 from storescpd.proctitle import set_title
 
 log = logging.getLogger("storescpd")
@@ -62,22 +64,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.arguments:
         _print_arguments(args)
     try:
-        return serve(opts, inetd_socket)
+        return serve(opts, inetd_socket, args)
     except StartupError as err:
         log.log(err.level, "%s", err)
         return ExitCode.COMMAND_LINE
 
 
-def serve(opts: options.Options, inetd_socket: socket.socket | None = None) -> int:
+def serve(
+    opts: options.Options, inetd_socket: socket.socket | None = None, args: Sequence[str] = ()
+) -> int:
     """Check the environment, open the listeners and serve until stopped.
 
     With ``--inetd`` a connected socket on fd 0 gets exactly one association; a listening one
-    (inetd's ``wait`` contract) is served like any other listener.
+    (inetd's ``wait`` contract) is served like any other listener. ``args`` is the command
+    line HUP parses again.
     """
-    # The DICOM stack is imported only once serving (and never by the master's modules).
-    from storescpd.worker.acceptor import Acceptor
-    from storescpd.worker.process import run_pool_worker
-
     sockets = listeners.inherited()
     if inetd_socket is not None:
         sockets = [inetd_socket]
@@ -85,40 +86,149 @@ def serve(opts: options.Options, inetd_socket: socket.socket | None = None) -> i
         _check_port(opts)
     if not sockets:
         sockets = [_bind(opts)]
+    pid_file = _pid_file(opts)
     sdnotify.prepare()
     _drop_privileges(opts)
     _check_output_directory(opts)
     control = _access_control(opts)
-    admit = control.admit if control is not None else None
-    acceptor = Acceptor(opts)
+    if opts.daemon:
+        keep = [s.fileno() for s in sockets] + sdnotify.descriptors()
+        keep += daemonize.log_file_descriptors()
+        daemonize.detach(keep + ([pid_file.fd] if pid_file is not None else []))
+    if pid_file is not None:
+        pid_file.write()
+    service = Service(opts, args, control)
     set_title(f"master [{opts.port or 'inherited'}]")
     try:
         if inetd_socket is not None and not listeners.is_listening(inetd_socket):
             peer = listeners.peer_of(inetd_socket)
-            if admit is None or admit(inetd_socket, peer):
-                acceptor.serve(inetd_socket, peer)
+            if control is None or control.admit(inetd_socket, peer):
+                service.acceptor.serve(inetd_socket, peer)
             return ExitCode.OK
+        server = service.server(sockets)
+        server.run()
+        return server.exit_status
+    finally:
+        service.acceptor.close()
+        if pid_file is not None:
+            pid_file.release()
+
+
+FIXED_ON_RELOAD = ("port", "fork", "inetd", "user", "group", "daemon", "pid_file")
+"""Settings a HUP cannot change: they shaped the process before it served."""
+
+
+class Service:
+    """What serving needs and HUP rebuilds: the options, the acceptor and host access rules."""
+
+    def __init__(
+        self, opts: options.Options, args: Sequence[str], control: AccessControl | None
+    ) -> None:
+        # The DICOM stack is imported only once serving (and never by the master's modules).
+        from storescpd.worker.acceptor import Acceptor
+
+        self.opts = opts
+        self.args = list(args)
+        self.control = control
+        self.acceptor = Acceptor(opts)
+        self.heartbeats = Heartbeats() if opts.workers else None
+        self._server: SingleProcessServer | None = None
+
+    def server(self, sockets: Sequence[socket.socket]) -> SingleProcessServer:
+        """The serving loop for the process mode the options chose."""
+        opts = self.opts
+        admit = self.control.admit if self.control is not None else None
         server: SingleProcessServer
         if opts.workers:
-            entry = functools.partial(run_pool_worker, acceptor, opts.max_requests)
             server = PoolServer(
                 sockets,
-                entry,
-                workers=opts.workers,
-                max_workers=opts.max_workers or opts.workers,
+                self._worker_entry(),
+                _pool_size(opts),
+                heartbeats=self.heartbeats,
                 graceful_timeout=opts.graceful_timeout,
                 admit=admit,
+                max_associations=opts.max_associations,
             )
         elif opts.fork:
-            server = ForkingServer(sockets, acceptor.serve_in_child, admit)
+            server = ForkingServer(sockets, self.acceptor.serve_in_child, admit,
+                                   opts.max_associations)  # fmt: skip
         else:
-            server = SingleProcessServer(sockets, acceptor.serve, admit)
-        if control is not None:
-            server.reload = control.load  # HUP re-reads hosts.allow and hosts.deny
-        server.run()
-    finally:
-        acceptor.close()
-    return ExitCode.OK
+            server = SingleProcessServer(sockets, self.acceptor.serve, admit)
+        server.reload = self.reload
+        self._server = server
+        return server
+
+    def _worker_entry(self) -> WorkerEntry:
+        from storescpd.worker.process import Limits, run_pool_worker
+
+        opts = self.opts
+        limits = Limits(opts.max_requests, opts.max_worker_memory, float(opts.worker_timeout))
+        return functools.partial(run_pool_worker, self.acceptor, limits, self.heartbeats)
+
+    def reload(self) -> None:
+        """HUP: re-read hosts files, parse the command line (and its @files) again, and serve
+        new associations with the result; on any error keep serving as before."""
+        from storescpd.worker.acceptor import Acceptor
+
+        if self.control is not None:
+            self.control.load()
+        opts = self._reparse()
+        if opts is None:
+            return
+        old, self.opts = self.acceptor, opts
+        self.acceptor = Acceptor(opts)
+        server = self._server
+        if isinstance(server, PoolServer):
+            server.renew(self._worker_entry(), _pool_size(opts))
+        elif isinstance(server, ForkingServer):
+            server.serve = self.acceptor.serve_in_child
+        elif server is not None:
+            server.serve = self.acceptor.serve
+        if server is not None:
+            server.max_associations = opts.max_associations
+        old.close()
+        log.info("HUP: serving new associations with the re-read options")
+
+    def _reparse(self) -> options.Options | None:
+        old = self.opts
+        try:
+            new = options.parse(self.args)
+            later = options.not_yet_supported(new)
+            if later:
+                raise options.OptionError(f"{later[0]} is not supported yet")
+            _check_output_directory(new)
+        except options.OptionError as err:
+            log.error("HUP: keeping the running options: %s", err.message)
+            return None
+        except options.InformationRequested:
+            log.error("HUP: keeping the running options: the command line asks for information")
+            return None
+        except StartupError as err:
+            log.error("HUP: keeping the running options: %s", err)
+            return None
+        fixed = {name: getattr(old, name) for name in FIXED_ON_RELOAD}
+        if (new.workers > 0) != (old.workers > 0):
+            fixed["workers"] = old.workers
+        changed = sorted(name for name, value in fixed.items() if getattr(new, name) != value)
+        if changed:
+            log.warning("HUP: %s only change on a restart", ", ".join(changed))
+        new = dataclasses.replace(new, **fixed)
+        if new.log_level != old.log_level and new.log_config is None:
+            logs.configure(new.log_level)
+        return new
+
+
+def _pool_size(opts: options.Options) -> PoolSize:
+    return PoolSize(opts.workers, opts.max_workers or opts.workers, float(opts.worker_timeout))
+
+
+def _pid_file(opts: options.Options) -> daemonize.PidFile | None:
+    if opts.pid_file is None:
+        return None
+    try:
+        return daemonize.PidFile(opts.pid_file)
+    except daemonize.PidFileError as err:
+        raise StartupError(str(err)) from None
 
 
 def _access_control(opts: options.Options) -> AccessControl | None:

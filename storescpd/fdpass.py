@@ -23,10 +23,18 @@ def send_socket(chan: socket.socket, conn: socket.socket, peer: tuple[str, int])
     socket.send_fds(chan, [payload], [conn.fileno()])
 
 
+def send_retire(chan: socket.socket) -> None:
+    """Ask the worker to leave once it has served what was handed to it before.
+
+    A message on the channel rather than a signal: it cannot overtake a socket already sent.
+    """
+    chan.send(json.dumps({"retire": True}).encode())
+
+
 def receive_socket(chan: socket.socket) -> tuple[socket.socket, tuple[str, int]] | None:
-    """Block until a socket arrives; None when the other end has gone away."""
+    """Block until a socket arrives; None when asked to retire or the other end has gone."""
     payload, fds, _flags, _address = socket.recv_fds(chan, MAX_MESSAGE, 1)
-    if not payload and not fds:
+    if not fds and (not payload or json.loads(payload).get("retire")):
         return None
     if len(fds) != 1:
         for fd in fds:

@@ -9,12 +9,14 @@ association, a second TERM/INT or QUIT stops at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import logging
 import os
 import selectors
 import signal
 import socket
+import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import NoReturn
@@ -55,6 +57,19 @@ class Source(enum.Enum):
     SIGNALS = enum.auto()
 
 
+# A-ASSOCIATE-RJ: rejected-transient (2), service-provider presentation (3), local limit (2).
+REJECT_LIMIT_EXCEEDED = bytes([0x03, 0x00, 0, 0, 0, 4, 0x00, 2, 3, 2])
+DRAIN_SECONDS = 5.0
+
+
+@dataclasses.dataclass
+class Draining:
+    """A rejected connection we read until the peer closes, so the RJ is not lost in a reset."""
+
+    conn: socket.socket
+    deadline: float
+
+
 class StopNow(BaseException):
     """Raised in the main thread by a second stop signal: abandon the running association."""
 
@@ -68,18 +83,32 @@ class SingleProcessServer:
         Listening sockets (bound here or inherited from systemd).
     serve : callable
         Serves one association on a connected socket and closes it.
+    admit : callable, optional
+        Host access control, asked right after accept.
+    max_associations : int
+        Concurrent associations beyond which a peer gets a transient A-ASSOCIATE-RJ at once
+        (0: no limit). One process serves one association at a time, so this matters for
+        the subclasses.
     """
 
     def __init__(
-        self, listeners: Sequence[socket.socket], serve: Serve, admit: Admit | None = None
+        self,
+        listeners: Sequence[socket.socket],
+        serve: Serve,
+        admit: Admit | None = None,
+        max_associations: int = 0,
     ) -> None:
         self.listeners = list(listeners)
         self.serve = serve
         self.admit = admit
+        self.max_associations = max_associations
         self.reload: Callable[[], None] | None = None  # what HUP re-reads
+        self.exit_status = 0
         self.stopping = False
         self.serving = False
         self.selector = selectors.DefaultSelector()
+        self.draining: list[Draining] = []
+        self.watchdog = sdnotify.Watchdog.from_environment()
         self._wakeup_r, self._wakeup_w = socket.socketpair()
 
     def run(self) -> None:
@@ -89,32 +118,53 @@ class SingleProcessServer:
             sock.setblocking(False)
             self.selector.register(sock, selectors.EVENT_READ, Source.LISTENER)
         self.selector.register(self._wakeup_r, selectors.EVENT_READ, Source.SIGNALS)
-        sdnotify.notify("READY=1")
+        self._ready()
         try:
             while not self.stopping:
-                for key, _ in self.selector.select(self._select_timeout()):
+                for key, _ in self.selector.select(self._next_wakeup()):
                     self._on_ready(key)
                 self._tick()
+                self.watchdog.ping_if_due()
         except StopNow:
             log.warning("stopping at once, abandoning the running association")
         finally:
             sdnotify.notify("STOPPING=1")
             for sock in self.listeners:
                 sock.close()
+            for item in list(self.draining):
+                self._forget(item)
             self.selector.close()
+
+    def _ready(self) -> None:
+        """Tell the service manager we serve (subclasses wait for their workers first)."""
+        sdnotify.notify("READY=1")
 
     def _on_ready(self, key: selectors.SelectorKey) -> None:
         if key.data is Source.SIGNALS:
             self._drain_signals()
         elif key.data is Source.LISTENER and not self.stopping:
             self._accept(key.fileobj)  # type: ignore[arg-type]
+        elif isinstance(key.data, Draining):
+            self._drain(key.data)
+
+    def _next_wakeup(self) -> float | None:
+        deadlines = [d.deadline for d in self.draining]
+        if self.watchdog.enabled:
+            deadlines.append(self.watchdog.due)
+        timeout = self._select_timeout()
+        if timeout is not None:
+            deadlines.append(time.monotonic() + timeout)
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def _select_timeout(self) -> float | None:
         """How long the loop may sleep; subclasses with deadlines shorten it."""
         return None
 
     def _tick(self) -> None:
-        """Called after every wake-up; subclasses check deadlines here."""
+        """Called after every wake-up; subclasses check their deadlines here too."""
+        now = time.monotonic()
+        for item in [d for d in self.draining if d.deadline <= now]:
+            self._forget(item)
 
     def _accept(self, listener: socket.socket) -> None:
         try:
@@ -128,14 +178,58 @@ class SingleProcessServer:
         # Host access control happens here, before a worker or a DICOM byte is involved.
         if self.admit is not None and not self.admit(conn, address):
             return
+        if self.max_associations and self._running() >= self.max_associations:
+            log.warning(
+                "%d associations running (--max-associations), rejecting association from %s",
+                self._running(),
+                address[0],
+            )
+            self._reject(conn)
+            return
         self._dispatch(conn, address)
+
+    def _running(self) -> int:
+        """Associations being served now."""
+        return int(self.serving)
 
     def _dispatch(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         self.serving = True
         try:
-            self.serve(conn, peer)
+            with self.watchdog.kept_alive():
+                self.serve(conn, peer)
         finally:
             self.serving = False
+
+    # --- transient rejection ------------------------------------------------------------
+
+    def _reject(self, conn: socket.socket) -> None:
+        """Answer A-ASSOCIATE-RJ (transient, local limit exceeded) without reading the RQ."""
+        conn.setblocking(False)
+        try:
+            conn.send(REJECT_LIMIT_EXCEEDED)
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            conn.close()
+            return
+        item = Draining(conn, time.monotonic() + DRAIN_SECONDS)
+        self.draining.append(item)
+        self.selector.register(conn, selectors.EVENT_READ, item)
+
+    def _drain(self, item: Draining) -> None:
+        try:
+            if item.conn.recv(65536):
+                return
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self._forget(item)
+
+    def _forget(self, item: Draining) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(item.conn)
+        item.conn.close()
+        self.draining.remove(item)
 
     def _install_signals(self) -> None:
         for sock in (self._wakeup_r, self._wakeup_w):
@@ -170,15 +264,20 @@ class SingleProcessServer:
         signal.set_wakeup_fd(-1)
         for sock in (*self.listeners, self._wakeup_r, self._wakeup_w):
             sock.close()
+        for item in self.draining:
+            item.conn.close()
+        self.watchdog = sdnotify.Watchdog(0)  # only the master speaks to systemd
 
     def _drain_signals(self) -> None:
         received = bytearray()
         with contextlib.suppress(BlockingIOError):
             while chunk := self._wakeup_r.recv(512):
                 received += chunk
-        if signal.SIGHUP in received and self.reload is not None:
+        if signal.SIGHUP in received and self.reload is not None and not self.stopping:
             log.info("HUP: reloading")
+            sdnotify.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
             self.reload()
+            self._ready()
         if signal.SIGUSR1 in received:
             reopen_log_files()
         if self.stopping:
@@ -193,10 +292,17 @@ class ForkingServer(SingleProcessServer):
     """
 
     def __init__(
-        self, listeners: Sequence[socket.socket], serve: Serve, admit: Admit | None = None
+        self,
+        listeners: Sequence[socket.socket],
+        serve: Serve,
+        admit: Admit | None = None,
+        max_associations: int = 0,
     ) -> None:
-        super().__init__(listeners, serve, admit)
+        super().__init__(listeners, serve, admit, max_associations)
         self.children: set[int] = set()
+
+    def _running(self) -> int:
+        return len(self.children)
 
     def run(self) -> None:
         signal.signal(signal.SIGCHLD, lambda signo, frame: None)  # wakes the selector

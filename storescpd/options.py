@@ -184,6 +184,20 @@ OPTIONS: Final[tuple[Opt, ...]] = (
     Opt("", "--max-requests", 1, "[n]umber: integer (default: 0)",
         "replace a worker after it served n associations\n(0: never)", PROCESS,
         dest="max_requests", value_type=Unsigned(0)),
+    Opt("", "--max-worker-memory", 1, "[m]egabytes: integer (default: 0)",
+        "replace a worker after an association that left it\nwith more than m MB of unique "
+        "memory (0: never)", PROCESS, dest="max_worker_memory", value_type=Unsigned(0)),
+    Opt("", "--worker-timeout", 1, _SECONDS + " (default: 0)",
+        "kill and replace a worker silent for s seconds\n(stuck in a request; 0: never)",
+        PROCESS, dest="worker_timeout", value_type=Unsigned(0)),
+    Opt("", "--max-associations", 1, "[n]umber: integer (default: 0)",
+        "serve at most n associations at once, reject\nmore at once (0: no limit)", PROCESS,
+        dest="max_associations", value_type=Unsigned(0)),
+    Opt("", "--daemon", help="detach from the terminal and run in the background",
+        group=PROCESS, dest="daemon"),
+    Opt("", "--pid-file", 1, _FILE,
+        "write the server's process id to file f and keep\nit locked while running", PROCESS,
+        dest="pid_file"),
     Opt("", "--user", 1, "[u]ser: string",
         "after binding the port, serve as user u", PROCESS, dest="user"),
     Opt("", "--group", 1, "[g]roup: string (default: the user's group)",
@@ -463,6 +477,7 @@ CHECKED_AFTER_LOGGING: Final = (
     # storescpd's own options last: they conflict with nothing
     "--network-timeout", "--no-echo", "--no-sync",
     "--workers", "--max-workers", "--max-requests", "--graceful-timeout",
+    "--max-worker-memory", "--worker-timeout", "--max-associations", "--daemon", "--pid-file",
     "--access-daemon", "--hosts-allow", "--hosts-deny", "--user", "--group",
 )  # fmt: skip
 CHECK_ORDER: Final = CHECKED_BEFORE_LOGGING + CHECKED_AFTER_LOGGING
@@ -505,6 +520,11 @@ class Options:
     workers: int = 0
     max_workers: int | None = None
     max_requests: int = 0
+    max_worker_memory: int = 0
+    worker_timeout: int = 0
+    max_associations: int = 0
+    daemon: bool = False
+    pid_file: str | None = None
     graceful_timeout: int = 60
     user: str | None = None
     group: str | None = None
@@ -858,6 +878,9 @@ def _rules() -> Iterator[Rule]:
         yield _needs(subject, "--access-control", _wins("--access-control"))
     yield _needs("--max-workers", "--workers", _given("--workers"))
     yield _needs("--max-requests", "--workers", _given("--workers"))
+    yield _needs("--max-worker-memory", "--workers", _given("--workers"))
+    yield _needs("--worker-timeout", "--workers", _given("--workers"))
+    yield _conflict("--daemon", "--inetd", _given("--inetd"))
     yield _conflict("--log-level", "--verbose, --debug or --quiet",
                     lambda r: r.winner("verbosity") is not None)  # fmt: skip
     yield _conflict("--log-config", "--log-level", _given("--log-level"))

@@ -3,12 +3,16 @@
 The master accepts, picks an idle worker and passes the connection over that worker's channel
 (SCM_RIGHTS), then closes its copy. It grows the pool up to ``max_workers`` when all are busy and,
 when even that is full, answers the peer at once with a transient A-ASSOCIATE-RJ (local limit
-exceeded) instead of leaving it waiting. Dead workers are reaped, logged and replaced.
-This module never imports DICOM code: the worker's entry point is a callable given by the CLI.
+exceeded) instead of leaving it waiting. Dead workers are reaped, logged and replaced; a worker
+that cannot even boot stops the server instead of a respawn loop; a silent one
+(``--worker-timeout``) is killed. HUP replaces every worker: the old ones finish what they
+serve, new ones take the new connections. This module never imports DICOM code: the worker's
+entry point is given by the CLI.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import enum
@@ -22,6 +26,8 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from storescpd import fdpass, sdnotify
+from storescpd.exitcodes import ExitCode
+from storescpd.heartbeat import Heartbeats
 from storescpd.master import Admit, SingleProcessServer
 
 log = logging.getLogger(__name__)
@@ -29,14 +35,12 @@ log = logging.getLogger(__name__)
 WorkerEntry = Callable[[socket.socket, int], int]
 """Runs in a forked worker: serves sockets from its channel; returns the exit status."""
 
-# A-ASSOCIATE-RJ: rejected-transient (2), service-provider presentation (3), local limit (2).
-REJECT_LIMIT_EXCEEDED = bytes([0x03, 0x00, 0, 0, 0, 4, 0x00, 2, 3, 2])
-DRAIN_SECONDS = 5.0
-
 
 class State(enum.Enum):
+    BOOTING = "booting"  # forked, has not yet said it is idle
     IDLE = "idle"
     BUSY = "busy"
+    RETIRING = "retiring"  # asked to leave after what it serves (HUP, TTOU)
     GONE = "gone"  # channel closed, waiting to be reaped
 
 
@@ -45,19 +49,21 @@ class Worker:
     index: int
     pid: int
     channel: socket.socket
-    state: State = State.IDLE
+    state: State = State.BOOTING
+    killed: bool = False  # by the master for silence; reaping will tell
 
 
-@dataclasses.dataclass
-class Draining:
-    """A rejected connection we read until the peer closes, so the RJ is not lost in a reset."""
+@dataclasses.dataclass(frozen=True)
+class PoolSize:
+    """Workers kept ready, the most the pool may grow to, and how long one may stay silent."""
 
-    conn: socket.socket
-    deadline: float
+    workers: int
+    max_workers: int
+    worker_timeout: float = 0.0  # 0: no heartbeat checks
 
 
 class PoolServer(SingleProcessServer):
-    """Serve associations with a pool of ``workers`` pre-forked processes.
+    """Serve associations with a pool of pre-forked processes.
 
     Parameters
     ----------
@@ -65,8 +71,10 @@ class PoolServer(SingleProcessServer):
         Listening sockets.
     entry : callable
         The worker's main function, called in each forked child with its channel and index.
-    workers, max_workers : int
-        Processes kept ready, and the most the pool may grow to under load.
+    size : PoolSize
+        Pool size and heartbeat timeout.
+    heartbeats : Heartbeats, optional
+        The table the workers beat into (required with a worker timeout).
     graceful_timeout : float
         On TERM/INT, how long running associations may take before workers are killed.
     """
@@ -75,50 +83,77 @@ class PoolServer(SingleProcessServer):
         self,
         listeners: Sequence[socket.socket],
         entry: WorkerEntry,
+        size: PoolSize,
         *,
-        workers: int,
-        max_workers: int,
+        heartbeats: Heartbeats | None = None,
         graceful_timeout: float = 60.0,
         admit: Admit | None = None,
+        max_associations: int = 0,
     ) -> None:
-        super().__init__(listeners, serve=lambda conn, peer: None, admit=admit)
+        super().__init__(listeners, lambda conn, peer: None, admit, max_associations)
         self.entry = entry
-        self.target = workers
-        self.max_workers = max(max_workers, workers)
+        self.target = size.workers
+        self.max_workers = max(size.max_workers, size.workers)
+        self.worker_timeout = size.worker_timeout if heartbeats is not None else 0.0
+        self.heartbeats = heartbeats
         self.graceful_timeout = graceful_timeout
         self.workers: dict[int, Worker] = {}
-        self.draining: list[Draining] = []
+        self.pending: collections.deque[tuple[socket.socket, tuple[str, int]]] = (
+            collections.deque()
+        )
+        self._announce = False  # READY=1 owed once no worker is booting
 
     def run(self) -> None:
         signal.signal(signal.SIGCHLD, lambda signo, frame: None)  # wakes the selector
         for signo in (signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(signo, self._on_resize)
-        for _ in range(self.target):
-            self._spawn()
+        self._top_up()
         try:
             super().run()
         finally:
             self._stop_workers()
 
+    def renew(self, entry: WorkerEntry, size: PoolSize) -> None:
+        """HUP: new workers run ``entry``; the old ones leave after their association."""
+        self.entry = entry
+        self.target = size.workers
+        self.max_workers = max(size.max_workers, size.workers)
+        if self.heartbeats is not None:
+            self.worker_timeout = size.worker_timeout
+        for worker in self._live():
+            self._retire(worker)
+        self._top_up()
+
     # --- the loop's hooks -------------------------------------------------------------------
+
+    def _ready(self) -> None:
+        self._announce = True
+        self._announce_if_ready()
+
+    def _announce_if_ready(self) -> None:
+        if self._announce and not any(w.state is State.BOOTING for w in self.workers.values()):
+            self._announce = False
+            sdnotify.notify("READY=1")
+            notify_status(self.workers)
 
     def _on_ready(self, key: selectors.SelectorKey) -> None:
         if isinstance(key.data, Worker):
             self._on_worker_message(key.data)
-        elif isinstance(key.data, Draining):
-            self._drain(key.data)
         else:
             super()._on_ready(key)
 
     def _select_timeout(self) -> float | None:
-        if not self.draining:
-            return None
-        return max(0.0, min(d.deadline for d in self.draining) - time.monotonic())
+        return self.worker_timeout / 4 if self.worker_timeout else None
 
     def _tick(self) -> None:
-        now = time.monotonic()
-        for item in [d for d in self.draining if d.deadline <= now]:
-            self._forget(item)
+        super()._tick()
+        if self.worker_timeout and self.heartbeats is not None:
+            now = time.monotonic()
+            for worker in self.workers.values():
+                silent = self.heartbeats.silent_for(worker.index, now)
+                watched = worker.state is not State.GONE and not worker.killed
+                if watched and silent > self.worker_timeout:
+                    self._kill_silent(worker, silent)
 
     def _drain_signals(self) -> None:
         super()._drain_signals()
@@ -126,23 +161,33 @@ class PoolServer(SingleProcessServer):
         if not self.stopping:
             self._top_up()
 
+    def _running(self) -> int:
+        busy = (State.BUSY, State.RETIRING)
+        return sum(w.state in busy for w in self.workers.values()) + len(self.pending)
+
     # --- accepting and handing off ----------------------------------------------------------
 
     def _dispatch(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         worker = self._idle_worker()
-        if worker is None and len(self.workers) < self.max_workers:
-            worker = self._spawn()
-        if worker is None:
-            log.warning(
-                "all %d workers busy, rejecting association from %s", len(self.workers), peer[0]
-            )
-            self._reject(conn)
+        if worker is not None:
+            self._hand(worker, conn, peer)
             return
+        if self._booting() <= len(self.pending) and len(self._live()) < self.max_workers:
+            self._spawn()
+        if self._booting() > len(self.pending):
+            self.pending.append((conn, peer))  # handed over as soon as a worker is up
+            return
+        log.warning(
+            "all %d workers busy, rejecting association from %s", len(self._live()), peer[0]
+        )
+        self._reject(conn)
+
+    def _hand(self, worker: Worker, conn: socket.socket, peer: tuple[str, int]) -> None:
         try:
             fdpass.send_socket(worker.channel, conn, peer)
         except OSError as err:
             log.error("cannot hand connection from %s to worker %d: %s", peer[0], worker.index, err)
-            worker.state = State.GONE
+            self._lose(worker)
         else:
             worker.state = State.BUSY
             notify_status(self.workers)
@@ -155,38 +200,28 @@ class PoolServer(SingleProcessServer):
                 return worker
         return None
 
-    def _reject(self, conn: socket.socket) -> None:
-        conn.setblocking(False)
-        try:
-            conn.send(REJECT_LIMIT_EXCEEDED)
-            conn.shutdown(socket.SHUT_WR)
-        except OSError:
-            conn.close()
-            return
-        item = Draining(conn, time.monotonic() + DRAIN_SECONDS)
-        self.draining.append(item)
-        self.selector.register(conn, selectors.EVENT_READ, item)
+    def _live(self) -> list[Worker]:
+        """The workers that count towards the pool's size."""
+        live = (State.BOOTING, State.IDLE, State.BUSY)
+        return [w for w in self.workers.values() if w.state in live]
 
-    def _drain(self, item: Draining) -> None:
-        try:
-            if item.conn.recv(65536):
-                return
-        except BlockingIOError:
-            return
-        except OSError:
-            pass
-        self._forget(item)
+    def _booting(self) -> int:
+        return sum(w.state is State.BOOTING for w in self.workers.values())
 
-    def _forget(self, item: Draining) -> None:
-        self.selector.unregister(item.conn)
-        item.conn.close()
-        self.draining.remove(item)
+    def _shed_pending(self) -> None:
+        """Connections waiting for workers that will not come: reject them."""
+        while len(self.pending) > self._booting():
+            conn, peer = self.pending.pop()
+            log.warning("no worker came up for the association from %s, rejecting it", peer[0])
+            self._reject(conn)
 
     # --- workers ----------------------------------------------------------------------------
 
     def _spawn(self) -> Worker:
         index = self._free_index()
         mine, theirs = fdpass.channel()
+        if self.heartbeats is not None:
+            self.heartbeats.beat(index)  # booting counts as a sign of life
         pid = os.fork()
         if pid == 0:
             mine.close()
@@ -203,13 +238,13 @@ class PoolServer(SingleProcessServer):
         return next(i for i in range(1, len(used) + 2) if i not in used)
 
     def _run_worker(self, channel: socket.socket, index: int) -> NoReturn:
-        status = 1
+        status: int = ExitCode.SOFTWARE
         try:
             self._leave_master_state()
             for worker in self.workers.values():
                 worker.channel.close()
-            for item in self.draining:
-                item.conn.close()
+            for conn, _peer in self.pending:
+                conn.close()
             self.selector = selectors.DefaultSelector()
             status = self.entry(channel, index)
         except BaseException:  # a forked worker must never unwind into the master's loop
@@ -226,9 +261,34 @@ class PoolServer(SingleProcessServer):
             message = None
         if message is None:
             self._lose(worker)
-        elif message.get("state") == "idle":
+            self._shed_pending()
+        elif message.get("state") == "idle" and worker.state is not State.RETIRING:
             worker.state = State.IDLE
+            if self.pending:
+                self._hand(worker, *self.pending.popleft())
+            self._announce_if_ready()
             notify_status(self.workers)
+
+    def _retire(self, worker: Worker) -> None:
+        try:
+            fdpass.send_retire(worker.channel)
+        except OSError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGTERM)
+        if worker.state is not State.GONE:
+            worker.state = State.RETIRING
+
+    def _kill_silent(self, worker: Worker, silent: float) -> None:
+        log.error(
+            "worker %d (pid %d) silent for %.1f s (--worker-timeout %g), killing it",
+            worker.index,
+            worker.pid,
+            silent,
+            self.worker_timeout,
+        )
+        worker.killed = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGKILL)
 
     def _lose(self, worker: Worker) -> None:
         if worker.state is not State.GONE:
@@ -249,11 +309,18 @@ class PoolServer(SingleProcessServer):
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue  # e.g. a stranger under PID 1
+            booting = worker.state is State.BOOTING
             self._lose(worker)
             _log_exit(worker, status)
+            if booting and os.WIFEXITED(status) and os.WEXITSTATUS(status) == ExitCode.BOOT_FAILED:
+                log.critical("a worker could not start; stopping rather than respawning it")
+                self.exit_status = ExitCode.START_UP
+                self.stopping = True
+        self._shed_pending()
+        self._announce_if_ready()
 
     def _top_up(self) -> None:
-        while len(self.workers) < self.target:
+        while len(self._live()) < self.target and not self.stopping:
             self._spawn()
 
     def _on_resize(self, signo: int, frame: object) -> None:
@@ -262,15 +329,15 @@ class PoolServer(SingleProcessServer):
         elif self.target > 1:
             self.target -= 1
             idle = self._idle_worker()
-            if idle is not None and len(self.workers) > self.target:
-                os.kill(idle.pid, signal.SIGTERM)
+            if idle is not None and len(self._live()) > self.target:
+                self._retire(idle)
 
     def _stop_workers(self) -> None:
-        for item in list(self.draining):
-            self._forget(item)
-        for worker in self.workers.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, signal.SIGTERM)
+        while self.pending:
+            conn, _peer = self.pending.popleft()
+            conn.close()
+        for worker in list(self.workers.values()):
+            self._retire(worker)
         deadline = time.monotonic() + self.graceful_timeout
         while self.workers and time.monotonic() < deadline:
             self._wait_any(deadline)
@@ -302,7 +369,7 @@ class PoolServer(SingleProcessServer):
 def _log_exit(worker: Worker, status: int) -> None:
     if os.WIFSIGNALED(status):
         signo = os.WTERMSIG(status)
-        hint = " (perhaps the OOM killer)" if signo == signal.SIGKILL else ""
+        hint = " (perhaps the OOM killer)" if signo == signal.SIGKILL and not worker.killed else ""
         log.warning(
             "worker %d (pid %d) was killed by signal %d%s", worker.index, worker.pid, signo, hint
         )
@@ -319,5 +386,6 @@ def _log_exit(worker: Worker, status: int) -> None:
 
 def notify_status(workers: dict[int, Worker]) -> None:
     """Tell systemd how busy the pool is (``systemctl status`` shows it)."""
-    busy = sum(w.state is State.BUSY for w in workers.values())
+    busy = sum(w.state in (State.BUSY, State.RETIRING) for w in workers.values())
     sdnotify.notify(f"STATUS={busy} of {len(workers)} workers busy")
+

@@ -105,6 +105,12 @@ class Acceptor:
         self.contexts = supported_contexts(opts.prefer, echo=not opts.no_echo)
         # DCMTK prints its progress dots on stdout in verbose mode only (not with -d).
         self.progress = opts.log_level == "info" and opts.log_config is None and not opts.inetd
+        self._handler_started = 0.0  # monotonic start of the running request handler, or 0
+
+    def handler_running_for(self) -> float:
+        """Seconds the current C-STORE handler has been running (0 when none is)."""
+        started = self._handler_started
+        return time.monotonic() - started if started else 0.0
 
     def _make_ae(self) -> AE:
         opts = self.opts
@@ -263,7 +269,11 @@ class Acceptor:
             state.aborted_by_option = True
             event.assoc.abort()
             return 0xA700
-        status = self.storage.store(event)
+        self._handler_started = time.monotonic()
+        try:
+            status = self.storage.store(event)
+        finally:
+            self._handler_started = 0.0
         if self.opts.sleep_after:
             state.sleep_after_pending = True
         return status
