@@ -50,6 +50,7 @@ class Worker:
     pid: int
     channel: socket.socket
     state: State = State.BOOTING
+    booted: bool = False  # has said "idle" at least once
     killed: bool = False  # by the master for silence; reaping will tell
 
 
@@ -98,9 +99,7 @@ class PoolServer(SingleProcessServer):
         self.heartbeats = heartbeats
         self.graceful_timeout = graceful_timeout
         self.workers: dict[int, Worker] = {}
-        self.pending: collections.deque[tuple[socket.socket, tuple[str, int]]] = (
-            collections.deque()
-        )
+        self.pending: collections.deque[tuple[socket.socket, tuple[str, int]]] = collections.deque()
         self._announce = False  # READY=1 owed once no worker is booting
 
     def run(self) -> None:
@@ -263,6 +262,7 @@ class PoolServer(SingleProcessServer):
             self._lose(worker)
             self._shed_pending()
         elif message.get("state") == "idle" and worker.state is not State.RETIRING:
+            worker.booted = True
             worker.state = State.IDLE
             if self.pending:
                 self._hand(worker, *self.pending.popleft())
@@ -309,10 +309,13 @@ class PoolServer(SingleProcessServer):
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue  # e.g. a stranger under PID 1
-            booting = worker.state is State.BOOTING
             self._lose(worker)
             _log_exit(worker, status)
-            if booting and os.WIFEXITED(status) and os.WEXITSTATUS(status) == ExitCode.BOOT_FAILED:
+            if (
+                not worker.booted
+                and os.WIFEXITED(status)
+                and os.WEXITSTATUS(status) == ExitCode.BOOT_FAILED
+            ):
                 log.critical("a worker could not start; stopping rather than respawning it")
                 self.exit_status = ExitCode.START_UP
                 self.stopping = True
@@ -324,8 +327,9 @@ class PoolServer(SingleProcessServer):
             self._spawn()
 
     def _on_resize(self, signo: int, frame: object) -> None:
-        if signo == signal.SIGTTIN:
-            self.target = min(self.target + 1, self.max_workers)
+        if signo == signal.SIGTTIN:  # the admin's word beats --max-workers
+            self.target += 1
+            self.max_workers = max(self.max_workers, self.target)
         elif self.target > 1:
             self.target -= 1
             idle = self._idle_worker()
@@ -388,4 +392,3 @@ def notify_status(workers: dict[int, Worker]) -> None:
     """Tell systemd how busy the pool is (``systemctl status`` shows it)."""
     busy = sum(w.state in (State.BUSY, State.RETIRING) for w in workers.values())
     sdnotify.notify(f"STATUS={busy} of {len(workers)} workers busy")
-

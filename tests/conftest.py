@@ -79,6 +79,21 @@ class Server:
         self.port = port
         self.od = od
         self.log_path = log
+        self.notify: socket.socket | None = None  # kept open with keep_notify=True
+
+    def await_notify(self, state: bytes, timeout: float = 20) -> list[bytes]:
+        """Read sd_notify datagrams until one carries ``state``; return all lines read."""
+        assert self.notify is not None, "start the server with keep_notify=True"
+        lines: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        while state not in lines:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no {state!r} from storescpd, got {lines}:\n{self.log}")
+            readable, _, _ = select.select([self.notify], [], [], remaining)
+            if readable:
+                lines += self.notify.recv(4096).split(b"\n")
+        return lines
 
     @property
     def pid(self) -> int:
@@ -92,6 +107,9 @@ class Server:
         return self.proc.poll() is None
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.notify is not None:
+            self.notify.close()
+            self.notify = None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -115,7 +133,12 @@ os.execv(sys.argv[2], sys.argv[2:])
 
 
 def start_storescpd(
-    args: Sequence[str], od: Path, log: Path, *, extra_env: dict[str, str] | None = None
+    args: Sequence[str],
+    od: Path,
+    log: Path,
+    *,
+    extra_env: dict[str, str] | None = None,
+    keep_notify: bool = False,
 ) -> Server:
     """Start ``python -m storescpd ARGS -od OD PORT`` on an inherited listener; wait for READY=1."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -140,8 +163,11 @@ def start_storescpd(
     try:
         _await_ready(notify, proc, server)
     finally:
-        notify.close()
-        notify_path.unlink(missing_ok=True)
+        notify_path.unlink(missing_ok=True)  # the bound socket lives on without its name
+        if keep_notify:
+            server.notify = notify
+        else:
+            notify.close()
     return server
 
 
@@ -188,12 +214,15 @@ def storescpd(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
     def start(
-        args: Sequence[str] = (), od: Path | None = None, extra_env: dict[str, str] | None = None
+        args: Sequence[str] = (),
+        od: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        keep_notify: bool = False,
     ) -> Server:
         out = od if od is not None else tmp_path / f"od{len(servers)}"
         out.mkdir(exist_ok=True)
         log = tmp_path / f"storescpd{len(servers)}.log"
-        server = start_storescpd(args, out, log, extra_env=extra_env)
+        server = start_storescpd(args, out, log, extra_env=extra_env, keep_notify=keep_notify)
         servers.append(server)
         return server
 

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 MAX_SEND_PDU = 131072  # DCMTK never sends larger PDUs (SPEC §4.5)
+SPOOL_PARENT = tempfile.gettempdir()
+"""Where each process makes its spool directory ($TMPDIR), read before we redirect tempfile."""
 
 
 class QuickAckSocket(socket.socket):
@@ -137,7 +139,7 @@ class Acceptor:
 
     def fresh_spool(self) -> None:
         """Give this (newly forked) process a spool directory of its own."""
-        self.spool_dir = tempfile.mkdtemp(prefix="storescpd-spool-")
+        self.spool_dir = tempfile.mkdtemp(prefix="storescpd-spool-", dir=SPOOL_PARENT)
         tempfile.tempdir = self.spool_dir  # pynetdicom spools data sets here
 
     def close(self) -> None:
