@@ -151,7 +151,12 @@ class Acceptor:
         try:
             sock = self._prepare(sock)
             if not self._peer_speaks(sock):
-                log.debug("connection from %s closed before sending anything", peer[0])
+                log.info(
+                    "connection from %s closed, or silent for %d s (ACSE timeout), "
+                    "before sending anything",
+                    peer[0],
+                    self.opts.acse_timeout,
+                )
                 _close(sock)
                 return
             state = _Association()
@@ -189,10 +194,11 @@ class Acceptor:
         return sock
 
     def _peer_speaks(self, sock: socket.socket) -> bool:
-        """Wait for the first byte (ACSE timeout); a connect-and-close is not an association."""
+        """Wait for the first byte (ACSE timeout): a connect-and-close, or a connection that
+        stays silent, is not an association and has nothing to be answered."""
         readable, _, _ = select.select([sock], [], [], self.opts.acse_timeout)
         if not readable:
-            return True  # let pynetdicom time the peer out and log it
+            return False
         try:
             return bool(sock.recv(1, socket.MSG_PEEK))
         except OSError:

@@ -176,6 +176,7 @@ def test_every_storescp_option_is_in_the_table() -> None:
 STORESCPD_EXTRAS = {
     "--no-echo", "--network-timeout", "--no-sync",
     "--workers", "--max-workers", "--max-requests", "--graceful-timeout",
+    "--max-worker-memory", "--worker-timeout", "--max-associations", "--daemon", "--pid-file",
     "--access-daemon", "--hosts-allow", "--hosts-deny", "--user", "--group",
 }  # fmt: skip
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
@@ -118,17 +120,22 @@ service storescpd-test
         protocol        = tcp
         bind            = 127.0.0.1
         port            = {port}
-        wait            = no
+        wait            = {wait}
         user            = root
         server          = {server}
-        server_args     = --inetd -od {od}
+        server_args     = --inetd {mode} -od {od}
         flags           = NOLIBWRAP
         disable         = no
 }}
 """
 
 
-def test_inetd_under_xinetd(ct_small: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("wait", "mode"), [("no", ""), ("yes", "--workers 2")], ids=["nowait", "wait-pool"]
+)
+def test_inetd_under_xinetd(ct_small: Path, tmp_path: Path, wait: str, mode: str) -> None:
+    """nowait: one storescpd per connection on fd 0; wait: the listener on fd 0, served by a
+    pool until xinetd stops it."""
     xinetd = shutil.which("xinetd") or "/usr/sbin/xinetd"
     if not os.path.exists(xinetd):
         if os.environ.get("CI") == "true":
@@ -141,7 +148,14 @@ def test_inetd_under_xinetd(ct_small: Path, tmp_path: Path) -> None:
     port = free_port()
     conf = tmp_path / "xinetd.conf"
     conf.write_text(
-        XINETD_CONF.format(log=tmp_path / "x.log", port=port, server=storescpd_command(), od=od)
+        XINETD_CONF.format(
+            log=tmp_path / "x.log",
+            port=port,
+            server=storescpd_command(),
+            od=od,
+            wait=wait,
+            mode=mode,
+        )
     )
     proc = subprocess.Popen(
         [xinetd, "-dontfork", "-f", str(conf), "-pidfile", str(tmp_path / "x.pid")],
@@ -155,6 +169,15 @@ def test_inetd_under_xinetd(ct_small: Path, tmp_path: Path) -> None:
         store = run_dcmtk("storescu", "127.0.0.1", str(port), str(ct_small))
         assert store.returncode == 0, store.stderr
         assert stored(od) == ["CT.1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"]
+        servers = psutil.Process(proc.pid).children()
+        if wait == "yes":  # one long-running master with its pool, as inetd's wait contract
+            assert [" ".join(p.cmdline()).split(" [")[0] for p in servers] == ["storescpd: master"]
+            assert len(servers[0].children()) == 2
     finally:
+        leftovers = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
+        for child in leftovers:  # xinetd does not stop a wait-mode server on its own
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.terminate()
+        psutil.wait_procs(leftovers, timeout=15)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,6 +37,9 @@ def test_pool_serves_16_concurrent_senders(storescpd, ct_small: Path, tmp_path: 
     assert len(stored(server.od)) == 800
     children = workers_of(server.pid)
     assert len(children) >= 4
+    # The work was spread over processes, so more than one core could take part.
+    busy = [p for p in children if sum(p.cpu_times()[:2]) > 0.05]
+    assert len(busy) >= 2, [p.cpu_times() for p in children]
     assert server.stop() == 0
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children)
 
@@ -80,3 +85,43 @@ def test_killed_worker_is_replaced_and_others_finish(
     assert victim.pid not in {p.pid for p in workers_of(server.pid)}
     assert "was killed by signal 9" in server.log
     assert server.stop() == 0
+
+
+def _closed_by_server(conn: socket.socket, within: float) -> bool:
+    """Read (and discard, e.g. an A-ABORT) until the server closes, or ``within`` passes."""
+    deadline = time.monotonic() + within
+    while (remaining := deadline - time.monotonic()) > 0:
+        conn.settimeout(remaining)
+        try:
+            if not conn.recv(4096):
+                return True
+        except TimeoutError:
+            return False
+        except OSError:
+            return True
+    return False
+
+
+def test_silent_and_half_pdu_peers_hold_a_worker_only_until_their_timeout(
+    storescpd, ct_small: Path
+) -> None:
+    server = storescpd(["--workers", "2", "--max-workers", "3", "-ta", "2", "-ts", "2", "-v"])
+    silent = socket.create_connection(("127.0.0.1", server.port))
+    half = socket.create_connection(("127.0.0.1", server.port))
+    # The first 10 bytes of an A-ASSOCIATE-RQ announcing 1000 bytes that never come.
+    half.sendall(bytes([0x01, 0x00, 0, 0, 0x03, 0xE8, 0x00, 0x01, 0x00, 0x00]))
+    try:
+        poll_until(lambda: "[idle]" not in _titles(server.pid), 10, "both workers to be taken")
+        store = run_dcmtk("storescu", "127.0.0.1", str(server.port), str(ct_small), timeout=60)
+        assert store.returncode == 0, store.stderr
+        assert len(stored(server.od)) == 1
+        assert _closed_by_server(silent, 30) and _closed_by_server(half, 30)
+    finally:
+        silent.close()
+        half.close()
+    assert "silent for 2 s (ACSE timeout)" in server.log
+    poll_until(lambda: _titles(server.pid).count("[idle]") == 3, 10, "all workers idle again")
+
+
+def _titles(pid: int) -> str:
+    return " ".join(" ".join(p.cmdline()) for p in workers_of(pid))
