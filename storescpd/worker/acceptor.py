@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import pydicom.config
+from pydicom.uid import UID
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.pdu import P_DATA_TF
@@ -27,6 +28,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.transport import AssociationServer
 
 from storescpd.options import Options
+from storescpd.proctitle import set_title
 from storescpd.worker.contexts import promiscuous_additions, supported_contexts
 from storescpd.worker.meta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from storescpd.worker.store import Storage
@@ -108,6 +110,8 @@ class Acceptor:
         # DCMTK prints its progress dots on stdout in verbose mode only (not with -d).
         self.progress = opts.log_level == "info" and opts.log_config is None and not opts.inetd
         self._handler_started = 0.0  # monotonic start of the running request handler, or 0
+        self.process_name = ""  # e.g. "worker 3": then ps shows who this process serves
+        self._title = ""
 
     def handler_running_for(self) -> float:
         """Seconds the current C-STORE handler has been running (0 when none is)."""
@@ -131,6 +135,8 @@ class Acceptor:
 
     def serve_in_child(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         """Serve one association in a freshly forked child, with a spool directory of its own."""
+        self.process_name = "child"
+        self._show(peer[0])
         self.fresh_spool()
         try:
             self.serve(sock, peer)
@@ -148,6 +154,7 @@ class Acceptor:
 
     def serve(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         """Serve one association on ``sock`` until it ends; always closes the socket."""
+        self._title = ""
         try:
             sock = self._prepare(sock)
             if not self._peer_speaks(sock):
@@ -237,6 +244,7 @@ class Acceptor:
         assoc = event.assoc
         log.info("Association Received")
         rq = cast(A_ASSOCIATE, assoc.requestor.primitive)  # always set once requested
+        self._show(f"{str(rq.calling_ae_title).strip()}@{assoc.requestor.address}")
         if log.isEnabledFor(self._pc_level):
             log.log(
                 self._pc_level,
@@ -264,6 +272,13 @@ class Acceptor:
             if extra:
                 assoc.acceptor.supported_contexts = assoc.acceptor.supported_contexts + extra
 
+    def _show(self, what: str) -> None:
+        """Put ``[what]`` in the process title, e.g. ``worker 2 [MODALITY@10.1.2.3 CT Image
+        Storage]`` (a process title is cheap to set, but only set when it changes)."""
+        if self.process_name and what != self._title:
+            self._title = what
+            set_title(f"{self.process_name} [{what}]")
+
     @property
     def _pc_level(self) -> int:
         return logging.INFO if self.opts.verbose_pc else logging.DEBUG
@@ -277,6 +292,8 @@ class Acceptor:
             state.aborted_by_option = True
             event.assoc.abort()
             return 0xA700
+        sop_class = UID(str(event.request.AffectedSOPClassUID or ""))
+        self._show(f"{self._title.split(' ', 1)[0]} {sop_class.name}")
         self._handler_started = time.monotonic()
         try:
             status = self.storage.store(event)

@@ -176,6 +176,7 @@ def run_pool_worker(
         log.critical("worker %d cannot start: %s", index, err)
         return ExitCode.BOOT_FAILED
     try:
+        acceptor.process_name = f"worker {index}"
         loop = WorkerLoop(acceptor.serve, limits, heartbeats, acceptor.handler_running_for)
         return loop.run(channel, index)
     finally:

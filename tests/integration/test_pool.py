@@ -125,3 +125,19 @@ def test_silent_and_half_pdu_peers_hold_a_worker_only_until_their_timeout(
 
 def _titles(pid: int) -> str:
     return " ".join(" ".join(p.cmdline()) for p in workers_of(pid))
+
+
+def test_worker_title_names_the_sender_and_sop_class(storescpd, ct_small: Path) -> None:
+    server = storescpd(["--workers", "1", "--sleep-after", "3"])
+    holder = subprocess.Popen(
+        [dcmtk("storescu"), "-aet", "MODALITY1", "127.0.0.1", str(server.port), str(ct_small)],
+        env=dict(os.environ, TCP_NODELAY="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        poll_until(lambda: bool(stored(server.od)), 20, "the store")
+        assert "storescpd: worker 1 [MODALITY1@127.0.0.1 CT Image Storage]" in _titles(server.pid)
+    finally:
+        assert holder.wait(30) == 0
+    poll_until(lambda: "worker 1 [idle]" in _titles(server.pid), 10, "the worker to be idle")
