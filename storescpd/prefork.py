@@ -51,6 +51,7 @@ class Worker:
     channel: socket.socket
     state: State = State.BOOTING
     booted: bool = False  # has said "idle" at least once
+    stored: int = 0  # objects it has reported as stored
     killed: bool = False  # by the master for silence; reaping will tell
 
 
@@ -101,6 +102,7 @@ class PoolServer(SingleProcessServer):
         self.workers: dict[int, Worker] = {}
         self.pending: collections.deque[tuple[socket.socket, tuple[str, int]]] = collections.deque()
         self._announce = False  # READY=1 owed once no worker is booting
+        self.stored = 0  # objects stored by all workers, as they reported after associations
 
     def run(self) -> None:
         signal.signal(signal.SIGCHLD, lambda signo, frame: None)  # wakes the selector
@@ -133,7 +135,7 @@ class PoolServer(SingleProcessServer):
         if self._announce and not any(w.state is State.BOOTING for w in self.workers.values()):
             self._announce = False
             sdnotify.notify("READY=1")
-            notify_status(self.workers)
+            notify_status(self.workers, self.stored)
 
     def _on_ready(self, key: selectors.SelectorKey) -> None:
         if isinstance(key.data, Worker):
@@ -189,7 +191,7 @@ class PoolServer(SingleProcessServer):
             self._lose(worker)
         else:
             worker.state = State.BUSY
-            notify_status(self.workers)
+            notify_status(self.workers, self.stored)
         finally:
             conn.close()
 
@@ -261,13 +263,18 @@ class PoolServer(SingleProcessServer):
         if message is None:
             self._lose(worker)
             self._shed_pending()
-        elif message.get("state") == "idle" and worker.state is not State.RETIRING:
+            return
+        stored = message.get("stored")
+        if isinstance(stored, int) and stored > worker.stored:
+            self.stored += stored - worker.stored
+            worker.stored = stored
+        if message.get("state") == "idle" and worker.state is not State.RETIRING:
             worker.booted = True
             worker.state = State.IDLE
             if self.pending:
                 self._hand(worker, *self.pending.popleft())
             self._announce_if_ready()
-            notify_status(self.workers)
+        notify_status(self.workers, self.stored)
 
     def _retire(self, worker: Worker) -> None:
         try:
@@ -388,7 +395,7 @@ def _log_exit(worker: Worker, status: int) -> None:
         log.info("worker %d (pid %d) exited", worker.index, worker.pid)
 
 
-def notify_status(workers: dict[int, Worker]) -> None:
+def notify_status(workers: dict[int, Worker], stored: int) -> None:
     """Tell systemd how busy the pool is (``systemctl status`` shows it)."""
     busy = sum(w.state in (State.BUSY, State.RETIRING) for w in workers.values())
-    sdnotify.notify(f"STATUS={busy} of {len(workers)} workers busy")
+    sdnotify.notify(f"STATUS={busy} of {len(workers)} workers busy, {stored} objects stored")

@@ -81,12 +81,13 @@ class Server:
         self.log_path = log
         self.notify: socket.socket | None = None  # kept open with keep_notify=True
 
-    def await_notify(self, state: bytes, timeout: float = 20) -> list[bytes]:
-        """Read sd_notify datagrams until one carries ``state``; return all lines read."""
+    def await_notify(self, state: bytes, timeout: float = 20, part: bool = False) -> list[bytes]:
+        """Read sd_notify datagrams until a line is ``state`` (with ``part``: contains it);
+        return all lines read."""
         assert self.notify is not None, "start the server with keep_notify=True"
         lines: list[bytes] = []
         deadline = time.monotonic() + timeout
-        while state not in lines:
+        while not any(line == state or (part and state in line) for line in lines):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AssertionError(f"no {state!r} from storescpd, got {lines}:\n{self.log}")

@@ -111,6 +111,7 @@ class Acceptor:
         self.progress = opts.log_level == "info" and opts.log_config is None and not opts.inetd
         self._handler_started = 0.0  # monotonic start of the running request handler, or 0
         self.process_name = ""  # e.g. "worker 3": then ps shows who this process serves
+        self.stored = 0  # objects this process has stored, for the pool's STATUS= line
         self._title = ""
 
     def handler_running_for(self) -> float:
@@ -299,6 +300,8 @@ class Acceptor:
             status = self.storage.store(event)
         finally:
             self._handler_started = 0.0
+        if status == 0 and not self.opts.ignore:
+            self.stored += 1
         if self.opts.sleep_after:
             state.sleep_after_pending = True
         return status

@@ -59,6 +59,8 @@ class WorkerLoop:
     handler_running_for : callable
         Seconds the current request handler has been running (0 when none runs); a worker
         whose handler runs longer than the timeout stops beating.
+    stored : callable
+        How many objects this worker has stored so far (reported to the master).
     """
 
     def __init__(
@@ -67,8 +69,10 @@ class WorkerLoop:
         limits: Limits = Limits(),
         heartbeats: Heartbeats | None = None,
         handler_running_for: Callable[[], float] = lambda: 0.0,
+        stored: Callable[[], int] = lambda: 0,
     ) -> None:
         self.serve = serve
+        self.stored = stored
         self.limits = limits
         self.heartbeats = heartbeats if limits.timeout else None
         self.handler_running_for = handler_running_for
@@ -85,7 +89,8 @@ class WorkerLoop:
             while not self.stopping:
                 set_title(f"worker {index} [idle]")
                 # The first "idle" tells the master this worker has booted.
-                fdpass.send_message(channel, {"state": "idle", "served": served})
+                message = {"state": "idle", "served": served, "stored": self.stored()}
+                fdpass.send_message(channel, message)
                 received = self._wait(channel)
                 if received is None:
                     log.info("worker %d: leaving (retired or the master has gone)", index)
@@ -177,7 +182,13 @@ def run_pool_worker(
         return ExitCode.BOOT_FAILED
     try:
         acceptor.process_name = f"worker {index}"
-        loop = WorkerLoop(acceptor.serve, limits, heartbeats, acceptor.handler_running_for)
+        loop = WorkerLoop(
+            acceptor.serve,
+            limits,
+            heartbeats,
+            acceptor.handler_running_for,
+            lambda: acceptor.stored,
+        )
         return loop.run(channel, index)
     finally:
         acceptor.close()

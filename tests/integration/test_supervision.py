@@ -66,6 +66,7 @@ def test_hup_lets_a_long_transfer_finish_and_serves_new_associations_with_new_op
     # ... while the old one finished the running transfer, then left.
     assert holder.returncode == 0, err
     assert len(stored(server.od)) == 2
+    server.await_notify(b" workers busy, 2 objects stored", part=True)
     poll_until(lambda: _gone(old_worker), 20, "the old worker to leave")
     options.write_text("")
     os.kill(server.pid, signal.SIGHUP)
