@@ -200,3 +200,28 @@ def test_daemon_with_pid_file(ct_small: Path, tmp_path: Path) -> None:
         os.kill(pid, signal.SIGTERM)
     poll_until(lambda: not psutil.pid_exists(pid), 30, "the daemon to stop")
     assert not pid_file.exists()
+
+
+@pytest.mark.parametrize("mode", [["--fork"], ["--workers", "2"]], ids=["fork", "pool"])
+def test_term_lets_running_associations_complete(
+    storescpd, ct_small: Path, tmp_path: Path, mode: list[str]
+) -> None:
+    server = storescpd([*mode, "--sleep-after", "2"])
+    files = make_instances(ct_small, tmp_path / "in", 2)
+    holder = subprocess.Popen(
+        [dcmtk("storescu"), "127.0.0.1", str(server.port), *map(str, files)],
+        env=dict(os.environ, TCP_NODELAY="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    poll_until(lambda: bool(stored(server.od)), 20, "the first store")
+    children = psutil.Process(server.pid).children(recursive=True)
+    assert children
+    server.proc.send_signal(signal.SIGTERM)
+    _, err = holder.communicate(timeout=60)
+    assert holder.returncode == 0, err
+    assert len(stored(server.od)) == 2
+    assert server.proc.wait(30) == 0
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
