@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import grp
+import importlib
 import logging
 import os
 import pwd
@@ -79,6 +80,9 @@ def serve(
     (inetd's ``wait`` contract) is served like any other listener. ``args`` is the command
     line HUP parses again.
     """
+    # The DICOM stack is loaded now, before --user drops the rights to read where it is
+    # installed; the master's own modules never import it.
+    importlib.import_module("storescpd.worker.process")
     sockets = listeners.inherited()
     if inetd_socket is not None:
         sockets = [inetd_socket]
@@ -124,7 +128,6 @@ class Service:
     def __init__(
         self, opts: options.Options, args: Sequence[str], control: AccessControl | None
     ) -> None:
-        # The DICOM stack is imported only once serving (and never by the master's modules).
         from storescpd.worker.acceptor import Acceptor
 
         self.opts = opts
