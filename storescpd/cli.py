@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import grp
 import importlib
+import ipaddress
 import logging
 import os
 import pwd
@@ -89,7 +90,7 @@ def serve(
     elif not sockets:
         _check_port(opts)
     if not sockets:
-        sockets = [_bind(opts)]
+        sockets = [_bind(opts, host) for host in opts.listen or ("",)]
     pid_file = _pid_file(opts)
     sdnotify.prepare()
     _drop_privileges(opts)
@@ -118,7 +119,7 @@ def serve(
             pid_file.release()
 
 
-FIXED_ON_RELOAD = ("port", "fork", "inetd", "user", "group", "daemon", "pid_file")
+FIXED_ON_RELOAD = ("port", "listen", "fork", "inetd", "user", "group", "daemon", "pid_file")
 """Settings a HUP cannot change: they shaped the process before it served."""
 
 
@@ -284,10 +285,15 @@ def _check_port(opts: options.Options) -> None:
         raise StartupError(f"cannot listen on port {opts.port}, insufficient privileges")
 
 
-def _bind(opts: options.Options) -> socket.socket:
+def _bind(opts: options.Options, host: str) -> socket.socket:
     assert opts.port is not None
+    if host:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise StartupError(f"cannot listen on {host}: not an IPv4 or IPv6 address") from None
     try:
-        return listeners.bind(opts.port)
+        return listeners.bind(opts.port, host)
     except OSError as err:
         raise StartupError(f"cannot create network: {err.strerror or err}", logging.ERROR) from err
 

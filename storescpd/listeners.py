@@ -13,10 +13,15 @@ BACKLOG = 50  # as DCMTK's storescp
 
 
 def bind(port: int, host: str = "") -> socket.socket:
-    """Listen on ``host:port`` (all IPv4 addresses by default, like DCMTK) with SO_REUSEADDR."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """Listen on ``host:port`` with SO_REUSEADDR; ``host`` is an IPv4 or IPv6 address literal
+    (all IPv4 addresses by default, like DCMTK). An IPv6 listener takes IPv6 only, so that
+    ``::`` and ``0.0.0.0`` can be given together."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
         sock.listen(BACKLOG)
     except OSError:

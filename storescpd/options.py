@@ -243,6 +243,9 @@ OPTIONS: Final[tuple[Opt, ...]] = (
         "read the allow rules from file f", ACCESS, dest="hosts_allow"),
     Opt("", "--hosts-deny", 1, _FILE + " (default: /etc/hosts.deny)",
         "read the deny rules from file f", ACCESS, dest="hosts_deny"),
+    Opt("", "--listen", 1, "[a]ddress: string",
+        "listen on IPv4 or IPv6 address a; repeatable\n(default: every IPv4 address, as DCMTK)",
+        NETWORK, dest="listen", accumulate=True),
     Opt("-id", "--inetd", help="serve the connection inetd passes as stdin\n(not with --fork)",
         group=NETWORK, dest="inetd"),
     Opt("-ts", "--socket-timeout", 1, _SECONDS + " (default: 60)",
@@ -478,7 +481,7 @@ CHECKED_AFTER_LOGGING: Final = (
     "--network-timeout", "--no-echo", "--no-sync",
     "--workers", "--max-workers", "--max-requests", "--graceful-timeout",
     "--max-worker-memory", "--worker-timeout", "--max-associations", "--daemon", "--pid-file",
-    "--access-daemon", "--hosts-allow", "--hosts-deny", "--user", "--group",
+    "--listen", "--access-daemon", "--hosts-allow", "--hosts-deny", "--user", "--group",
 )  # fmt: skip
 CHECK_ORDER: Final = CHECKED_BEFORE_LOGGING + CHECKED_AFTER_LOGGING
 
@@ -529,6 +532,7 @@ class Options:
     user: str | None = None
     group: str | None = None
     inetd: bool = False
+    listen: tuple[str, ...] = ()
     config_file: tuple[str, str] | None = None
     prefer: str = "prefer-uncompr"
     promiscuous: bool = False
@@ -881,6 +885,7 @@ def _rules() -> Iterator[Rule]:
     yield _needs("--max-worker-memory", "--workers", _given("--workers"))
     yield _needs("--worker-timeout", "--workers", _given("--workers"))
     yield _conflict("--daemon", "--inetd", _given("--inetd"))
+    yield _conflict("--listen", "--inetd", _given("--inetd"))
     yield _conflict("--log-level", "--verbose, --debug or --quiet",
                     lambda r: r.winner("verbosity") is not None)  # fmt: skip
     yield _conflict("--log-config", "--log-level", _given("--log-level"))

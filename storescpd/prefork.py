@@ -18,6 +18,7 @@ import dataclasses
 import enum
 import logging
 import os
+import select
 import selectors
 import signal
 import socket
@@ -169,7 +170,7 @@ class PoolServer(SingleProcessServer):
     # --- accepting and handing off ----------------------------------------------------------
 
     def _dispatch(self, conn: socket.socket, peer: tuple[str, int]) -> None:
-        worker = self._idle_worker()
+        worker = self._idle_worker() or self._newly_idle_worker()
         if worker is not None:
             self._hand(worker, conn, peer)
             return
@@ -200,6 +201,17 @@ class PoolServer(SingleProcessServer):
             if worker.state is State.IDLE:
                 return worker
         return None
+
+    def _newly_idle_worker(self) -> Worker | None:
+        """Read what busy workers have already said: one that just finished an association
+        may have reported idle in the same instant this connection arrived."""
+        busy = [w.channel for w in self.workers.values() if w.state is State.BUSY]
+        if busy:
+            readable, _, _ = select.select(busy, [], [], 0)
+            by_channel = {w.channel: w for w in self.workers.values()}
+            for channel in readable:
+                self._on_worker_message(by_channel[channel])
+        return self._idle_worker()
 
     def _live(self) -> list[Worker]:
         """The workers that count towards the pool's size."""

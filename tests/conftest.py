@@ -140,8 +140,12 @@ def start_storescpd(
     *,
     extra_env: dict[str, str] | None = None,
     keep_notify: bool = False,
+    binds: bool = False,
 ) -> Server:
-    """Start ``python -m storescpd ARGS -od OD PORT`` on an inherited listener; wait for READY=1."""
+    """Start ``python -m storescpd ARGS -od OD PORT`` on an inherited listener (with ``binds``:
+    on a free port it binds itself); wait for READY=1."""
+    if binds:
+        return _start_binding(args, od, log, extra_env, keep_notify)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -165,6 +169,35 @@ def start_storescpd(
         _await_ready(notify, proc, server)
     finally:
         notify_path.unlink(missing_ok=True)  # the bound socket lives on without its name
+        if keep_notify:
+            server.notify = notify
+        else:
+            notify.close()
+    return server
+
+
+def _start_binding(
+    args: Sequence[str],
+    od: Path,
+    log: Path,
+    extra_env: dict[str, str] | None,
+    keep_notify: bool,
+) -> Server:
+    port = free_port()
+    notify_path = log.with_name(log.name + ".notify")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), **(extra_env or {}))
+    for name in ("LISTEN_FDS", "LISTEN_PID"):
+        env.pop(name, None)
+    argv = [sys.executable, "-m", "storescpd", *args, "-od", str(od), str(port)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = Server(proc, port, od, log)
+    try:
+        _await_ready(notify, proc, server)
+    finally:
+        notify_path.unlink(missing_ok=True)
         if keep_notify:
             server.notify = notify
         else:
@@ -219,11 +252,14 @@ def storescpd(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         od: Path | None = None,
         extra_env: dict[str, str] | None = None,
         keep_notify: bool = False,
+        binds: bool = False,
     ) -> Server:
         out = od if od is not None else tmp_path / f"od{len(servers)}"
         out.mkdir(exist_ok=True)
         log = tmp_path / f"storescpd{len(servers)}.log"
-        server = start_storescpd(args, out, log, extra_env=extra_env, keep_notify=keep_notify)
+        server = start_storescpd(
+            args, out, log, extra_env=extra_env, keep_notify=keep_notify, binds=binds
+        )
         servers.append(server)
         return server
 

@@ -177,7 +177,7 @@ STORESCPD_EXTRAS = {
     "--no-echo", "--network-timeout", "--no-sync",
     "--workers", "--max-workers", "--max-requests", "--graceful-timeout",
     "--max-worker-memory", "--worker-timeout", "--max-associations", "--daemon", "--pid-file",
-    "--access-daemon", "--hosts-allow", "--hosts-deny", "--user", "--group",
+    "--listen", "--access-daemon", "--hosts-allow", "--hosts-deny", "--user", "--group",
 }  # fmt: skip
 
 

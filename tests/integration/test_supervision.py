@@ -225,3 +225,28 @@ def test_term_lets_running_associations_complete(
     assert server.proc.wait(30) == 0
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive
+
+
+def test_listen_on_ipv4_and_ipv6_addresses(storescpd, ct_small: Path) -> None:
+    from pynetdicom import AE
+
+    server = storescpd(["--listen", "::1", "--listen", "127.0.0.1", "--workers", "2"], binds=True)
+    assert run_dcmtk("storescu", "127.0.0.1", str(server.port), str(ct_small)).returncode == 0
+    ae = AE()
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("::1", server.port)
+    assert assoc.is_established, server.log
+    assert assoc.send_c_echo().Status == 0
+    assoc.release()
+    assert len(stored(server.od)) == 1
+
+
+def test_listen_refuses_a_host_name(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "storescpd", "--listen", "localhost", "-od", str(tmp_path), "11112"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 1
+    assert run.stderr == "F: cannot listen on localhost: not an IPv4 or IPv6 address\n"
