@@ -154,8 +154,13 @@ class Service:
                 max_associations=opts.max_associations,
             )
         elif opts.fork:
-            server = ForkingServer(sockets, self.acceptor.serve_in_child, admit,
-                                   opts.max_associations)  # fmt: skip
+            server = ForkingServer(
+                sockets,
+                self.acceptor.serve_in_child,
+                admit,
+                opts.max_associations,
+                graceful_timeout=opts.graceful_timeout,
+            )
         else:
             server = SingleProcessServer(sockets, self.acceptor.serve, admit)
         server.reload = self.reload

@@ -105,6 +105,7 @@ class SingleProcessServer:
         self.reload: Callable[[], None] | None = None  # what HUP re-reads
         self.exit_status = 0
         self.stopping = False
+        self.hurry = False  # a second stop signal, or QUIT: do not wait for anyone
         self.serving = False
         self.selector = selectors.DefaultSelector()
         self.draining: list[Draining] = []
@@ -231,6 +232,21 @@ class SingleProcessServer:
         item.conn.close()
         self.draining.remove(item)
 
+    def _wait_for_signal(self, deadline: float) -> None:
+        """Sleep until a signal (SIGCHLD included) arrives or ``deadline`` passes; used while
+        waiting for children to finish after the loop has closed its selector."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._wakeup_r, selectors.EVENT_READ)
+            sel.select(max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(BlockingIOError):
+            while self._wakeup_r.recv(512):
+                pass
+
+    def _graceful_deadline(self, timeout: float) -> float:
+        """When waiting for running associations must end; tells systemd to wait that long."""
+        sdnotify.notify(f"EXTEND_TIMEOUT_USEC={int((timeout + 10) * 1_000_000)}")
+        return time.monotonic() + timeout
+
     def _install_signals(self) -> None:
         for sock in (self._wakeup_r, self._wakeup_w):
             sock.setblocking(False)
@@ -245,12 +261,15 @@ class SingleProcessServer:
     def _on_stop_signal(self, signo: int, frame: FrameType | None) -> None:
         # Runs in the main thread between bytecodes; only records, except when a second
         # stop signal arrives while an association is being served.
-        if self.stopping and self.serving:
-            raise StopNow()
+        if self.stopping:
+            self.hurry = True
+            if self.serving:
+                raise StopNow()
         self.stopping = True
 
     def _on_quit(self, signo: int, frame: FrameType | None) -> None:
         self.stopping = True
+        self.hurry = True
         if self.serving:
             raise StopNow()
 
@@ -297,8 +316,10 @@ class ForkingServer(SingleProcessServer):
         serve: Serve,
         admit: Admit | None = None,
         max_associations: int = 0,
+        graceful_timeout: float = 60.0,
     ) -> None:
         super().__init__(listeners, serve, admit, max_associations)
+        self.graceful_timeout = graceful_timeout
         self.children: set[int] = set()
 
     def _running(self) -> int:
@@ -323,6 +344,7 @@ class ForkingServer(SingleProcessServer):
         status = 1
         try:
             self._leave_master_state()
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the parent's
             log.info("Association Received in child process (pid: %d)", os.getpid())
             self.serve(conn, peer)
             status = 0
@@ -352,6 +374,17 @@ class ForkingServer(SingleProcessServer):
                 log.warning("child %d exited with status %d", pid, os.WEXITSTATUS(status))
 
     def _wait_for_children(self) -> None:
+        """Let running associations finish (up to the graceful timeout), then kill the rest."""
+        if self.children and not self.hurry:
+            log.info("waiting for %d running associations", len(self.children))
+            deadline = self._graceful_deadline(self.graceful_timeout)
+            while self.children and not self.hurry and time.monotonic() < deadline:
+                self._wait_for_signal(deadline)
+                self._reap()
+        for pid in sorted(self.children):
+            log.warning("child %d did not finish in time, killing it", pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         for pid in sorted(self.children):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)

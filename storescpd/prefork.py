@@ -361,11 +361,12 @@ class PoolServer(SingleProcessServer):
             conn.close()
         for worker in list(self.workers.values()):
             self._retire(worker)
-        deadline = time.monotonic() + self.graceful_timeout
-        while self.workers and time.monotonic() < deadline:
+        deadline = self._graceful_deadline(self.graceful_timeout)
+        while self.workers and not self.hurry and time.monotonic() < deadline:
             self._wait_any(deadline)
         for worker in list(self.workers.values()):
-            log.warning("worker %d did not stop in time, killing it", worker.index)
+            log.warning("worker %d did not finish in time, killing it", worker.index)
+            worker.killed = True
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, signal.SIGKILL)
         while self.workers:
@@ -373,13 +374,7 @@ class PoolServer(SingleProcessServer):
 
     def _wait_any(self, deadline: float | None) -> None:
         if deadline is not None:
-            # SIGCHLD still writes to the wakeup socket: wait on it instead of sleeping.
-            with selectors.DefaultSelector() as sel:
-                sel.register(self._wakeup_r, selectors.EVENT_READ)
-                sel.select(max(0.0, deadline - time.monotonic()))
-            with contextlib.suppress(BlockingIOError):
-                while self._wakeup_r.recv(512):
-                    pass
+            self._wait_for_signal(deadline)  # SIGCHLD still writes to the wakeup socket
             self._reap()
             return
         pid, status = os.waitpid(-1, 0)

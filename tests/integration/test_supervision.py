@@ -250,3 +250,28 @@ def test_listen_refuses_a_host_name(tmp_path: Path) -> None:
     )
     assert run.returncode == 1
     assert run.stderr == "F: cannot listen on localhost: not an IPv4 or IPv6 address\n"
+
+
+@pytest.mark.parametrize("mode", [["--fork"], ["--workers", "1"]], ids=["fork", "pool"])
+@pytest.mark.parametrize("how", ["graceful-timeout", "quit"])
+def test_a_long_association_is_cut_short_by_the_graceful_timeout_or_quit(
+    storescpd, ct_small: Path, mode: list[str], how: str
+) -> None:
+    server = storescpd([*mode, "--sleep-after", "30", "--graceful-timeout", "1"])
+    holder = subprocess.Popen(
+        [dcmtk("storescu"), "127.0.0.1", str(server.port), str(ct_small)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        poll_until(lambda: bool(stored(server.od)), 20, "the store")
+        children = psutil.Process(server.pid).children(recursive=True)
+        server.proc.send_signal(signal.SIGTERM if how == "graceful-timeout" else signal.SIGQUIT)
+        assert server.proc.wait(20) == 0  # well before the 30 s sleep ends
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive
+        if how == "graceful-timeout":
+            assert "did not finish in time, killing it" in server.log
+    finally:
+        holder.kill()
+        holder.wait()
