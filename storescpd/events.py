@@ -97,14 +97,20 @@ class EventQueue:
     # --- consumer side ----------------------------------------------------------------------
 
     def get(self, timeout: float | None) -> list[dict[str, Any]]:
-        """Wait up to ``timeout`` seconds for events; return all that are there (maybe none)."""
-        self._items.acquire(timeout=timeout)
-        events = list(self._drain())
-        # Let the semaphore count catch up with what was read in bulk.
-        for _ in range(len(events) - 1):
-            if not self._items.acquire(block=False):
-                break
-        return events
+        """Wait up to ``timeout`` seconds for events; return all that are there (none only
+        when the time is up)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._items.acquire(timeout=remaining)
+            events = list(self._drain())
+            # The count may lag behind (or run ahead of) what a bulk read took: a wake-up
+            # that finds nothing just waits again.
+            for _ in range(len(events) - 1):
+                if not self._items.acquire(block=False):
+                    break
+            if events or (deadline is not None and time.monotonic() >= deadline):
+                return events
 
     def _drain(self) -> Iterator[dict[str, Any]]:
         for slot in range(self.producers):
