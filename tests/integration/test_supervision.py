@@ -275,3 +275,35 @@ def test_a_long_association_is_cut_short_by_the_graceful_timeout_or_quit(
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_sigkill_of_the_master_leaves_no_orphans_and_the_port_free(
+    storescpd, ct_small: Path
+) -> None:
+    server = storescpd(["--workers", "3"], binds=True)
+    workers = workers_of(server.pid)
+    assert len(workers) == 3
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait(10)
+    _, alive = psutil.wait_procs(workers, timeout=20)  # each sees its channel close, and leaves
+    assert not alive
+    rebound = subprocess.Popen(
+        [sys.executable, "-m", "storescpd", "-od", str(server.od), str(server.port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        poll_until(
+            lambda: (
+                rebound.poll() is not None
+                or run_dcmtk("echoscu", "127.0.0.1", str(server.port)).returncode == 0
+            ),
+            20,
+            "the restarted server",
+        )
+        assert rebound.poll() is None, rebound.stderr.read() if rebound.stderr else ""
+        assert run_dcmtk("storescu", "127.0.0.1", str(server.port), str(ct_small)).returncode == 0
+    finally:
+        rebound.terminate()
+        assert rebound.wait(15) == 0
