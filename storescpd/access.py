@@ -51,7 +51,7 @@ class AccessControl:
 
     def admit(self, conn: socket.socket, peer: tuple[str, int]) -> bool:
         """True when the peer may be served; a refused connection is closed here."""
-        name = _host_name(peer[0]) if self.lookup else None
+        name = host_name(peer[0]) if self.lookup else None
         client = hosts_access.peer(peer[0], name, peer[1])
         verdict = hosts_access.decide(
             self.allow,
@@ -122,12 +122,13 @@ def _read_list(path: str) -> str | None:
         return None
 
 
-def _host_name(address: str) -> str | None:
+def host_name(address: str) -> str | None:
     """The peer's name by reverse lookup, or None (``unknown``) when none comes within
     ``LOOKUP_TIMEOUT``: a slow resolver must not stall the accept loop for everyone.
 
-    The lookup runs in a short-lived thread because the resolver has no timeout of its own;
-    only this process's accept loop ever waits on it, and workers never resolve names.
+    The lookup runs in a short-lived thread because the resolver has no timeout of its own.
+    Asked by the accept loop (``+ac``) and, once per association, by a process that runs
+    ``--exec-on-reception`` commands (``#r``).
     """
     result: list[str] = []
 

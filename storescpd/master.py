@@ -22,6 +22,7 @@ from types import FrameType
 from typing import NoReturn
 
 from storescpd import sdnotify
+from storescpd.companions import Companions
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class SingleProcessServer:
         self.selector = selectors.DefaultSelector()
         self.draining: list[Draining] = []
         self.watchdog = sdnotify.Watchdog.from_environment()
+        self.companions = Companions(self._leave_master_state)
         self._wakeup_r, self._wakeup_w = socket.socketpair()
 
     def run(self) -> None:
@@ -119,6 +121,7 @@ class SingleProcessServer:
             sock.setblocking(False)
             self.selector.register(sock, selectors.EVENT_READ, Source.LISTENER)
         self.selector.register(self._wakeup_r, selectors.EVENT_READ, Source.SIGNALS)
+        self.companions.start()
         self._ready()
         try:
             while not self.stopping:
@@ -135,6 +138,11 @@ class SingleProcessServer:
             for item in list(self.draining):
                 self._forget(item)
             self.selector.close()
+            self._stop_children()
+            self.companions.stop()
+
+    def _stop_children(self) -> None:
+        """After the loop: let the processes serving associations finish (subclasses)."""
 
     def _ready(self) -> None:
         """Tell the service manager we serve (subclasses wait for their workers first)."""
@@ -232,6 +240,13 @@ class SingleProcessServer:
         item.conn.close()
         self.draining.remove(item)
 
+    def _reap(self) -> None:
+        """Collect ended children (subclasses collect their own too)."""
+        self.companions.reap(restart=not self.stopping)
+        if self.companions.failed:
+            self.exit_status = 1
+            self.stopping = True
+
     def _wait_for_signal(self, deadline: float) -> None:
         """Sleep until a signal (SIGCHLD included) arrives or ``deadline`` passes; used while
         waiting for children to finish after the loop has closed its selector."""
@@ -255,6 +270,7 @@ class SingleProcessServer:
             signal.signal(signo, self._on_stop_signal)
         signal.signal(signal.SIGQUIT, self._on_quit)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, _note)  # wakes the loop to reap
         for signo in NOTED_SIGNALS:
             signal.signal(signo, _note)  # the byte on the wakeup socket is what matters
 
@@ -297,6 +313,7 @@ class SingleProcessServer:
             sdnotify.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
             self.reload()
             self._ready()
+        self._reap()
         if signal.SIGUSR1 in received:
             reopen_log_files()
         if self.stopping:
@@ -325,13 +342,6 @@ class ForkingServer(SingleProcessServer):
     def _running(self) -> int:
         return len(self.children)
 
-    def run(self) -> None:
-        signal.signal(signal.SIGCHLD, lambda signo, frame: None)  # wakes the selector
-        try:
-            super().run()
-        finally:
-            self._wait_for_children()
-
     def _dispatch(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         pid = os.fork()
         if pid == 0:
@@ -354,11 +364,8 @@ class ForkingServer(SingleProcessServer):
             logging.shutdown()
             os._exit(status)
 
-    def _drain_signals(self) -> None:
-        super()._drain_signals()
-        self._reap()
-
     def _reap(self) -> None:
+        super()._reap()
         while self.children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -367,13 +374,16 @@ class ForkingServer(SingleProcessServer):
                 return
             if pid == 0:
                 return
+            if pid not in self.children:
+                self.companions.exited(pid, status, restart=not self.stopping)
+                continue
             self.children.discard(pid)
             if os.WIFSIGNALED(status):
                 log.warning("child %d was killed by signal %d", pid, os.WTERMSIG(status))
             elif os.WEXITSTATUS(status) != 0:
                 log.warning("child %d exited with status %d", pid, os.WEXITSTATUS(status))
 
-    def _wait_for_children(self) -> None:
+    def _stop_children(self) -> None:
         """Let running associations finish (up to the graceful timeout), then kill the rest."""
         if self.children and not self.hurry:
             log.info("waiting for %d running associations", len(self.children))
@@ -389,3 +399,4 @@ class ForkingServer(SingleProcessServer):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         self.children.clear()
+        self.companions.reap(restart=False)

@@ -416,8 +416,8 @@ OPTIONS: Final[tuple[Opt, ...]] = (
         "append e to every file name", OUT_NAMES, dest="filename_extension"),
     # events
     Opt("-xcr", "--exec-on-reception", 1, "[c]ommand: string",
-        "run command c after each object received", EVENT, dest="exec_on_reception",
-        later=True),
+        "run command c after each object received\n(placeholders #p #f #a #c #r, each value\n"
+        "passed as one word)", EVENT, dest="exec_on_reception"),
     Opt("-xcs", "--exec-on-eostudy", 1, "[c]ommand: string",
         "run command c once all objects of a study\nhave been received", EVENT,
         dest="exec_on_eostudy", later=True),
@@ -428,7 +428,7 @@ OPTIONS: Final[tuple[Opt, ...]] = (
         "a study ends after t seconds without objects", EVENT, dest="eostudy_timeout",
         value_type=Signed(0), later=True),
     Opt("-xs", "--exec-sync", help="wait for commands to finish", group=EVENT,
-        dest="exec_sync", later=True),
+        dest="exec_sync"),
 )  # fmt: skip
 
 BY_NAME: Final[dict[str, Opt]] = {

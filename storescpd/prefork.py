@@ -106,14 +106,11 @@ class PoolServer(SingleProcessServer):
         self.stored = 0  # objects stored by all workers, as they reported after associations
 
     def run(self) -> None:
-        signal.signal(signal.SIGCHLD, lambda signo, frame: None)  # wakes the selector
+        self._install_signals()  # before the first fork: a worker may die at once
         for signo in (signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(signo, self._on_resize)
         self._top_up()
-        try:
-            super().run()
-        finally:
-            self._stop_workers()
+        super().run()
 
     def renew(self, entry: WorkerEntry, size: PoolSize) -> None:
         """HUP: new workers run ``entry``; the old ones leave after their association."""
@@ -158,8 +155,7 @@ class PoolServer(SingleProcessServer):
                     self._kill_silent(worker, silent)
 
     def _drain_signals(self) -> None:
-        super()._drain_signals()
-        self._reap()
+        super()._drain_signals()  # reaps
         if not self.stopping:
             self._top_up()
 
@@ -250,15 +246,18 @@ class PoolServer(SingleProcessServer):
         used = {w.index for w in self.workers.values()}
         return next(i for i in range(1, len(used) + 2) if i not in used)
 
+    def _leave_master_state(self) -> None:
+        super()._leave_master_state()
+        for worker in self.workers.values():
+            worker.channel.close()
+        for conn, _peer in self.pending:
+            conn.close()
+        self.selector = selectors.DefaultSelector()
+
     def _run_worker(self, channel: socket.socket, index: int) -> NoReturn:
         status: int = ExitCode.SOFTWARE
         try:
             self._leave_master_state()
-            for worker in self.workers.values():
-                worker.channel.close()
-            for conn, _peer in self.pending:
-                conn.close()
-            self.selector = selectors.DefaultSelector()
             status = self.entry(channel, index)
         except BaseException:  # a forked worker must never unwind into the master's loop
             log.exception("worker %d failed", index)
@@ -318,16 +317,18 @@ class PoolServer(SingleProcessServer):
             worker.channel.close()
 
     def _reap(self) -> None:
+        super()._reap()
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
+                break
             worker = self.workers.pop(pid, None)
-            if worker is None:
-                continue  # e.g. a stranger under PID 1
+            if worker is None:  # a companion, or a stranger under PID 1
+                self.companions.exited(pid, status, restart=not self.stopping)
+                continue
             self._lose(worker)
             _log_exit(worker, status)
             if (
@@ -355,7 +356,7 @@ class PoolServer(SingleProcessServer):
             if idle is not None and len(self._live()) > self.target:
                 self._retire(idle)
 
-    def _stop_workers(self) -> None:
+    def _stop_children(self) -> None:
         while self.pending:
             conn, _peer = self.pending.popleft()
             conn.close()
@@ -382,6 +383,8 @@ class PoolServer(SingleProcessServer):
         if worker is not None:
             self._lose(worker)
             _log_exit(worker, status)
+        else:
+            self.companions.exited(pid, status, restart=False)
 
 
 def _log_exit(worker: Worker, status: int) -> None:

@@ -27,6 +27,8 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.transport import AssociationServer
 
+from storescpd import hooks
+from storescpd.access import host_name
 from storescpd.options import Options
 from storescpd.proctitle import set_title
 from storescpd.worker.contexts import promiscuous_additions, supported_contexts
@@ -80,6 +82,8 @@ class _Association:
 
     assoc: Association | None = None
     sleep_after_pending: bool = False
+    hook_pending: dict[str, str] | None = None  # -xcr values, run once the response is out
+    peer_name: str | None = None  # #r, looked up once per association
     receiving: bool = False  # a data set is arriving (for the progress dots)
     aborted_by_option: bool = False
 
@@ -109,6 +113,7 @@ class Acceptor:
         self.contexts = supported_contexts(opts.prefer, echo=not opts.no_echo)
         # DCMTK prints its progress dots on stdout in verbose mode only (not with -d).
         self.progress = opts.log_level == "info" and opts.log_config is None and not opts.inetd
+        self.hooks = hooks.Runner(wait=opts.exec_sync, quiet=opts.inetd)
         self._handler_started = 0.0  # monotonic start of the running request handler, or 0
         self.process_name = ""  # e.g. "worker 3": then ps shows who this process serves
         self.stored = 0  # objects this process has stored, for the pool's STATUS= line
@@ -233,7 +238,7 @@ class Acceptor:
         ]
         if opts.sleep_during or opts.abort_during or opts.dimse_timeout or self.progress:
             handlers.append((evt.EVT_PDU_RECV, lambda event: self._on_pdu_recv(state, event)))
-        if opts.sleep_after:
+        if opts.sleep_after or opts.exec_on_reception:
             handlers.append((evt.EVT_PDU_SENT, lambda event: self._on_pdu_sent(state, event)))
         return handlers
 
@@ -302,6 +307,8 @@ class Acceptor:
             self._handler_started = 0.0
         if status == 0 and not self.opts.ignore:
             self.stored += 1
+        if self.opts.exec_on_reception:
+            state.hook_pending = self._hook_values(state, event)
         if self.opts.sleep_after:
             state.sleep_after_pending = True
         return status
@@ -327,8 +334,32 @@ class Acceptor:
         elif self.opts.sleep_during:
             time.sleep(self.opts.sleep_during)
 
+    def _hook_values(self, state: _Association, event: evt.Event) -> dict[str, str]:
+        """The values of ``#p #f #a #c #r`` for the object just answered (SPEC §7.1)."""
+        requestor = event.assoc.requestor
+        if state.peer_name is None:
+            address = str(requestor.address)
+            name = None if self.opts.disable_host_lookup else host_name(address)
+            state.peer_name = hooks.host_part(name or address)
+        rq = cast(A_ASSOCIATE, requestor.primitive)
+        values = {
+            "a": str(rq.calling_ae_title).strip(),
+            "c": str(rq.called_ae_title).strip(),
+            "r": state.peer_name,
+        }
+        if not self.opts.ignore:  # DCMTK leaves #p and #f alone with --ignore
+            values["p"] = self.opts.output_directory.rstrip("/") or "/"
+            values["f"] = os.path.basename(self.storage.last_path)
+        return values
+
     def _on_pdu_sent(self, state: _Association, event: evt.Event) -> None:
-        if state.sleep_after_pending and isinstance(event.pdu, P_DATA_TF):
+        if not isinstance(event.pdu, P_DATA_TF):
+            return
+        command = self.opts.exec_on_reception
+        if command and state.hook_pending is not None:
+            values, state.hook_pending = state.hook_pending, None
+            self.hooks.run(command, values)
+        if state.sleep_after_pending:
             state.sleep_after_pending = False
             time.sleep(self.opts.sleep_after)
 

@@ -78,6 +78,7 @@ class Storage:
             write_file=opts.write_file,
         )
         self.time_namer = TimeNamer()
+        self.last_path = ""  # the last file name chosen, for --exec-on-reception's #f
 
     def store(self, event: evt.Event) -> int:
         """Handle ``EVT_C_STORE``; the returned status is sent only after this returns."""
@@ -92,6 +93,7 @@ class Storage:
         except Refused as refusal:
             log.error("%s", refusal)
             return refusal.status
+        self.last_path = path
         calling_ae = str(event.assoc.requestor.ae_title or "").strip()
         transfer_syntax = str(event.context.transfer_syntax)
         try:
