@@ -59,9 +59,16 @@ class AtomicFile:
         if self.file is not None:
             self.discard()
 
-    def commit(self) -> None:
-        """Make the written bytes durable under the final name."""
+    def commit(self, final_path: str | None = None) -> None:
+        """Make the written bytes durable under the final name.
+
+        ``final_path`` moves the file elsewhere on the same file system (a study folder chosen
+        once the data set has been read); that folder is the one synced then.
+        """
         assert self.file is not None, "commit() outside the with block or twice"
+        if final_path is not None:
+            self.final_path = final_path
+            self.directory = os.path.dirname(final_path) or "."
         f, self.file = self.file, None
         try:
             f.flush()

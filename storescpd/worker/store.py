@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+from collections.abc import Callable
 from datetime import datetime
 from typing import BinaryIO, cast
 
@@ -26,7 +27,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_STORE
 
-from storescpd.fsio import AtomicFile, copy_stream
+from storescpd.fsio import AtomicFile, copy_stream, fsync_directory
 from storescpd.naming import (
     TimeNamer,
     instance_file_name,
@@ -36,6 +37,8 @@ from storescpd.naming import (
     within,
 )
 from storescpd.options import Options
+from storescpd.studydirs import conc_studies_name, patient_folder_name, study_uid_name
+from storescpd.studyruns import StudyRuns
 from storescpd.worker.encoding import (
     ConversionImpossible,
     Identity,
@@ -79,6 +82,13 @@ class Storage:
         )
         self.time_namer = TimeNamer()
         self.last_path = ""  # the last file name chosen, for --exec-on-reception's #f
+        self.runs = StudyRuns(self.directory) if opts.sort else None
+        # DCMTK's single process ends a study when an object of another study arrives; with
+        # --fork or a pool the coordinator decides, per sender (see storescpd.eostudy).
+        self.ends_runs_itself = not opts.fork and not opts.workers
+        self.last_study = ""
+        self.last_folder = ""  # for #p: the folder of the last object
+        self.publish: Callable[[dict[str, object]], None] | None = None
 
     def store(self, event: evt.Event) -> int:
         """Handle ``EVT_C_STORE``; the returned status is sent only after this returns."""
@@ -162,10 +172,65 @@ class Storage:
                 status = self._check_identity(identity, sop_class, sop_instance, path)
                 if status != SUCCESS:
                     return status
-            target.commit()
+                if self.runs is not None:
+                    try:
+                        path = self._sorted_path(identity, path)
+                    except Refused as refusal:
+                        log.error("%s", refusal)
+                        return refusal.status
+            target.commit(path)
         if target.replaced_existing:
             log.warning("DICOM file already exists, overwriting: %s", path)
         return SUCCESS
+
+    def _sorted_path(self, identity: Identity, path: str) -> str:
+        """``-ss``/``-su``/``-sp``: the path inside the folder of the study's open run."""
+        assert self.runs is not None
+        study = self._uid(identity.study_instance_uid)
+        if not study:
+            raise Refused(CANNOT_UNDERSTAND, "element StudyInstanceUID absent in data set")
+        if self.ends_runs_itself and self.last_study and study != self.last_study:
+            self.runs.close(self.last_study)
+        self.last_study = study
+        try:
+            folder, opened = self.runs.folder(study, lambda: self._folder_name(identity, study))
+        except ValueError as err:
+            raise Refused(
+                CANNOT_UNDERSTAND, f"could not create subdirectory for study: {err}"
+            ) from None
+        folder_path = os.path.join(self.directory, folder)
+        if not within(self.directory, folder_path):
+            raise Refused(CANNOT_UNDERSTAND, f"refusing a study folder outside -od: {folder!r}")
+        try:
+            os.mkdir(folder_path)
+        except FileExistsError:
+            if opened:
+                log.info("using existing subdirectory for study: %s", folder_path)
+        except OSError as err:
+            raise Refused(
+                CANNOT_UNDERSTAND, f"could not create subdirectory for study: {folder_path}: {err}"
+            ) from err
+        else:
+            log.info("created new subdirectory for study: %s", folder_path)
+            if not self.opts.no_sync:
+                fsync_directory(self.directory)
+        if opened:
+            self.time_namer.reset()
+        self.last_folder = folder_path
+        return os.path.join(folder_path, os.path.basename(path))
+
+    def _folder_name(self, identity: Identity, study: str) -> str:
+        now = datetime.now()
+        if self.opts.sort == "study-uid":
+            return study_uid_name(self.opts.sort_prefix, study)
+        if self.opts.sort == "patientname":
+            if not identity.patient_name:
+                log.warning(
+                    "element PatientName (0010,0010) absent or empty in data set, "
+                    "using 'ANONYMOUS' instead"
+                )
+            return patient_folder_name(identity.patient_name, now)
+        return conc_studies_name(self.opts.sort_prefix, now)
 
     def _check_identity(
         self, identity: Identity, sop_class: str, sop_instance: str, path: str
