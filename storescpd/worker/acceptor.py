@@ -348,7 +348,8 @@ class Acceptor:
             "r": state.peer_name,
         }
         if not self.opts.ignore:  # DCMTK leaves #p and #f alone with --ignore
-            values["p"] = self.opts.output_directory.rstrip("/") or "/"
+            folder = self.storage.last_folder if self.opts.sort else ""
+            values["p"] = folder or self.opts.output_directory.rstrip("/") or "/"
             values["f"] = os.path.basename(self.storage.last_path)
         return values
 

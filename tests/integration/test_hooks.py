@@ -84,3 +84,15 @@ def test_ignore_leaves_p_and_f_alone(storescpd, ct_small: Path, tmp_path: Path) 
     server = storescpd(["--ignore", "-xcr", f"echo '#p' '#f' >> {log}"])
     assert run_dcmtk("storescu", "127.0.0.1", str(server.port), str(ct_small)).returncode == 0
     assert _lines(log, 1) == ["#p #f"]
+
+
+def test_p_is_the_study_folder_when_sorting(
+    storescpd, dcmtk_storescp, ct_small: Path, tmp_path: Path
+) -> None:
+    seen = {}
+    for name, start in (("ours", storescpd), ("dcmtk", dcmtk_storescp)):
+        log = tmp_path / f"{name}.log"
+        server = start(["-su", "S", "-xcr", f"echo #p >> {log}"])
+        assert run_dcmtk("storescu", "127.0.0.1", str(server.port), str(ct_small)).returncode == 0
+        seen[name] = _lines(log, 1)[0].replace(str(server.od), "<od>")
+    assert seen["ours"] == seen["dcmtk"] == "<od>/S_1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
