@@ -25,6 +25,7 @@ import select
 import struct
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class EventQueue:
         ctx = multiprocessing.get_context("fork")
         self._items = ctx.Semaphore(0)
         self._shared_slot = ctx.Lock()  # --fork children all write to slot 0
+        self._read: dict[int, int] = {}  # consumer: next position to read, per slot
 
     # --- producer side ----------------------------------------------------------------------
 
@@ -96,33 +98,68 @@ class EventQueue:
 
     # --- consumer side ----------------------------------------------------------------------
 
-    def get(self, timeout: float | None) -> list[dict[str, Any]]:
-        """Wait up to ``timeout`` seconds for events; return all that are there (none only
-        when the time is up)."""
+    def get(self, timeout: float | None) -> list[Record]:
+        """Wait up to ``timeout`` seconds for records; return all that are there (none only
+        when the time is up). Records stay in the rings until :meth:`ack`: a consumer that
+        dies before acknowledging reads them again when it is restarted."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             self._items.acquire(timeout=remaining)
-            events = list(self._drain())
+            records = list(self._unread())
             # The count may lag behind (or run ahead of) what a bulk read took: a wake-up
             # that finds nothing just waits again.
-            for _ in range(len(events) - 1):
+            for _ in range(len(records) - 1):
                 if not self._items.acquire(block=False):
                     break
-            if events or (deadline is not None and time.monotonic() >= deadline):
-                return events
+            if records or (deadline is not None and time.monotonic() >= deadline):
+                return records
 
-    def _drain(self) -> Iterator[dict[str, Any]]:
+    def ack(self, records: list[Record]) -> None:
+        """Free the places of ``records`` (read by :meth:`get`) for the producers."""
+        done: dict[int, int] = {}
+        for record in records:
+            done[record.slot] = max(done.get(record.slot, 0), record.position + 1)
+        for slot, tail in done.items():
+            struct.pack_into("Q", self._map, slot * self._ring_bytes + 8, tail)
+        self._read = {k: v for k, v in self._read.items() if v > done.get(k, 0)}
+
+    def _unread(self) -> Iterator[Record]:
         for slot in range(self.producers):
             base = slot * self._ring_bytes
             head, tail = _HEADER.unpack_from(self._map, base)
-            while tail < head:
-                offset = base + _RING_HEADER + (tail % self.capacity) * RECORD_BYTES
+            position = max(tail, self._read.get(slot, 0))
+            while position < head:
+                offset = base + _RING_HEADER + (position % self.capacity) * RECORD_BYTES
                 (length,) = _LENGTH.unpack_from(self._map, offset)
                 raw = bytes(self._map[offset + _LENGTH.size : offset + _LENGTH.size + length])
-                tail += 1
-                struct.pack_into("Q", self._map, base + 8, tail)
                 try:
-                    yield json.loads(raw)
+                    event = json.loads(raw)
                 except ValueError:
                     log.error("unreadable event in queue slot %d dropped", slot)
+                    event = {}
+                yield Record(slot, position, event)
+                position += 1
+            self._read[slot] = position
+
+    def pending(self) -> int:
+        """Records published but not acknowledged (a restarted consumer reads them again)."""
+        total = 0
+        for slot in range(self.producers):
+            head, tail = _HEADER.unpack_from(self._map, slot * self._ring_bytes)
+            total += head - tail
+        return total
+
+    def forget_reads(self) -> None:
+        """In a freshly started consumer: read again everything not acknowledged."""
+        self._read = {}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One event as read from the queue, with where it was: (slot, position) orders the
+    records of one producer and names each record for good (positions never repeat)."""
+
+    slot: int
+    position: int
+    event: dict[str, Any]

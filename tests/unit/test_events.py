@@ -15,8 +15,12 @@ def test_events_arrive_in_order_per_slot() -> None:
     for n in range(3):
         q.put(1, {"n": n})
     q.put(0, {"n": "zero"})
-    assert q.get(timeout=1) == [{"n": "zero"}, {"n": 0}, {"n": 1}, {"n": 2}]
+    records = q.get(timeout=1)
+    assert [r.event for r in records] == [{"n": "zero"}, {"n": 0}, {"n": 1}, {"n": 2}]
+    assert [(r.slot, r.position) for r in records] == [(0, 0), (1, 0), (1, 1), (1, 2)]
     assert q.get(timeout=0.01) == []
+    q.ack(records)
+    assert q.pending() == 0
 
 
 def test_a_full_ring_makes_the_producer_wait_then_give_up_without_losing_anything() -> None:
@@ -25,9 +29,23 @@ def test_a_full_ring_makes_the_producer_wait_then_give_up_without_losing_anythin
     q.put(0, {"n": 1})
     with pytest.raises(QueueFull):
         q.put(0, {"n": 2}, wait=0.05)
-    assert q.get(timeout=1) == [{"n": 0}, {"n": 1}]
-    q.put(0, {"n": 2}, wait=0.05)  # room again
-    assert q.get(timeout=1) == [{"n": 2}]
+    records = q.get(timeout=1)
+    assert [r.event for r in records] == [{"n": 0}, {"n": 1}]
+    with pytest.raises(QueueFull):
+        q.put(0, {"n": 2}, wait=0.05)  # read is not enough: only acknowledged frees room
+    q.ack(records)
+    q.put(0, {"n": 2}, wait=0.05)
+    assert [r.event for r in q.get(timeout=1)] == [{"n": 2}]
+
+
+def test_unacknowledged_records_are_read_again_by_a_new_consumer() -> None:
+    q = EventQueue(producers=1, capacity=4)
+    q.put(0, {"n": 0})
+    q.put(0, {"n": 1})
+    first = q.get(timeout=1)
+    q.ack(first[:1])
+    q.forget_reads()  # as a restarted coordinator
+    assert [r.event for r in q.get(timeout=1)] == [{"n": 1}]
 
 
 def test_an_event_too_big_for_a_record_is_refused() -> None:
@@ -60,7 +78,8 @@ def test_producers_in_other_processes_and_a_killed_one_block_nobody() -> None:
     while sum(1 for e in received if e["slot"] != 0) < 400:
         batch = q.get(timeout=30)
         assert batch, "the surviving producers were blocked"
-        received += batch
+        q.ack(batch)
+        received += [r.event for r in batch]
     for pid in children:
         assert os.waitpid(pid, 0)[1] == 0
     for slot in (0, 1, 2):
