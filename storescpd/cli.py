@@ -14,18 +14,24 @@ import ipaddress
 import logging
 import os
 import pwd
+import secrets
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from storescpd import daemonize, listeners, logs, options, sdnotify
 from storescpd.access import AccessControl
+from storescpd.events import EventQueue
 from storescpd.exitcodes import ExitCode
 from storescpd.fsio import is_writable_directory
 from storescpd.heartbeat import Heartbeats
 from storescpd.master import ForkingServer, SingleProcessServer
 from storescpd.prefork import PoolServer, PoolSize, WorkerEntry
 from storescpd.proctitle import set_title
+
+if TYPE_CHECKING:
+    from storescpd.worker.acceptor import Acceptor
 
 log = logging.getLogger("storescpd")
 
@@ -84,6 +90,7 @@ def serve(
     # The DICOM stack is loaded now, before --user drops the rights to read where it is
     # installed; the master's own modules never import it.
     importlib.import_module("storescpd.worker.process")
+    importlib.import_module("storescpd.coordinator")
     sockets = listeners.inherited()
     if inetd_socket is not None:
         sockets = [inetd_socket]
@@ -119,7 +126,20 @@ def serve(
             pid_file.release()
 
 
-FIXED_ON_RELOAD = ("port", "listen", "fork", "inetd", "user", "group", "daemon", "pid_file")
+FIXED_ON_RELOAD = (
+    "port",
+    "listen",
+    "fork",
+    "sort",
+    "exec_on_eostudy",
+    "rename_on_eostudy",
+    "eostudy_timeout",
+    "inetd",
+    "user",
+    "group",
+    "daemon",
+    "pid_file",
+)
 """Settings a HUP cannot change: they shaped the process before it served."""
 
 
@@ -129,14 +149,28 @@ class Service:
     def __init__(
         self, opts: options.Options, args: Sequence[str], control: AccessControl | None
     ) -> None:
-        from storescpd.worker.acceptor import Acceptor
 
         self.opts = opts
         self.args = list(args)
         self.control = control
-        self.acceptor = Acceptor(opts)
         self.heartbeats = Heartbeats() if opts.workers else None
+        self.events = _event_queue(opts)
+        self.generation = secrets.token_hex(8)
+        self.acceptor = self._acceptor(opts)
         self._server: SingleProcessServer | None = None
+
+    def _acceptor(self, opts: options.Options) -> Acceptor:
+        from storescpd.worker.acceptor import Acceptor
+
+        acceptor = Acceptor(opts)
+        acceptor.events = self.events
+        return acceptor
+
+    def _coordinator(self) -> Callable[[], int]:
+        from storescpd.coordinator import run_coordinator
+
+        assert self.events is not None
+        return functools.partial(run_coordinator, self.opts, self.events, self.generation)
 
     def server(self, sockets: Sequence[socket.socket]) -> SingleProcessServer:
         """The serving loop for the process mode the options chose."""
@@ -164,6 +198,8 @@ class Service:
         else:
             server = SingleProcessServer(sockets, self.acceptor.serve, admit)
         server.reload = self.reload
+        if self.events is not None:
+            server.companions.add("coordinator", self._coordinator())
         self._server = server
         return server
 
@@ -177,15 +213,13 @@ class Service:
     def reload(self) -> None:
         """HUP: re-read hosts files, parse the command line (and its @files) again, and serve
         new associations with the result; on any error keep serving as before."""
-        from storescpd.worker.acceptor import Acceptor
-
         if self.control is not None:
             self.control.load()
         opts = self._reparse()
         if opts is None:
             return
         old, self.opts = self.acceptor, opts
-        self.acceptor = Acceptor(opts)
+        self.acceptor = self._acceptor(opts)
         server = self._server
         if isinstance(server, PoolServer):
             server.renew(self._worker_entry(), _pool_size(opts))
@@ -195,6 +229,8 @@ class Service:
             server.serve = self.acceptor.serve
         if server is not None:
             server.max_associations = opts.max_associations
+            if self.events is not None:
+                server.companions.renew("coordinator", self._coordinator())
         old.close()
         log.info("HUP: serving new associations with the re-read options")
 
@@ -225,6 +261,20 @@ class Service:
         if new.log_level != old.log_level and new.log_config is None:
             logs.configure(new.log_level)
         return new
+
+
+def _event_queue(opts: options.Options) -> EventQueue | None:
+    """The queue to the coordinator, when the options need one: to end studies (``-xcs``,
+    ``-rns``, ``-tos``), or to close study folders that several processes share."""
+    if opts.inetd:
+        return None
+    ends = opts.exec_on_eostudy or opts.rename_on_eostudy or opts.eostudy_timeout is not None
+    if not (ends or (opts.sort and (opts.fork or opts.workers))):
+        return None
+    # Pool workers write to the ring of their index (from 1); a HUP's new workers take
+    # further indexes while the old ones finish. Beyond that, slot 0 is shared, locked.
+    producers = 2 * (opts.max_workers or opts.workers) + 2 if opts.workers else 1
+    return EventQueue(producers)
 
 
 def _pool_size(opts: options.Options) -> PoolSize:

@@ -44,6 +44,16 @@ class Companions:
     def add(self, name: str, entry: Entry) -> None:
         self.all.append(Companion(name, entry))
 
+    def renew(self, name: str, entry: Entry) -> None:
+        """Run ``entry`` from now on: the running one is asked to stop (TERM) and is started
+        again with it when it has (HUP)."""
+        for companion in self.all:
+            if companion.name == name:
+                companion.entry = entry
+                if companion.pid:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(companion.pid, signal.SIGTERM)
+
     def start(self) -> None:
         for companion in self.all:
             if not companion.pid:

@@ -420,13 +420,13 @@ OPTIONS: Final[tuple[Opt, ...]] = (
         "passed as one word)", EVENT, dest="exec_on_reception"),
     Opt("-xcs", "--exec-on-eostudy", 1, "[c]ommand: string",
         "run command c once all objects of a study\nhave been received", EVENT,
-        dest="exec_on_eostudy", later=True),
+        dest="exec_on_eostudy"),
     Opt("-rns", "--rename-on-eostudy",
         help="rename the files of a study once all its objects\nhave been received",
-        group=EVENT, dest="rename_on_eostudy", later=True),
+        group=EVENT, dest="rename_on_eostudy"),
     Opt("-tos", "--eostudy-timeout", 1, "[t]imeout: integer",
         "a study ends after t seconds without objects", EVENT, dest="eostudy_timeout",
-        value_type=Signed(0), later=True),
+        value_type=Signed(0)),
     Opt("-xs", "--exec-sync", help="wait for commands to finish", group=EVENT,
         dest="exec_sync"),
 )  # fmt: skip
@@ -910,7 +910,7 @@ def _rules() -> Iterator[Rule]:
                                                 "--write-xfer-deflated"))  # fmt: skip
     yield _conflict("--timenames", "--unique-filenames", _wins("--unique-filenames"))
     for subject in ("--exec-on-eostudy", "--rename-on-eostudy"):
-        yield _conflict(subject, "--fork", _wins("--fork"))
+        # DCMTK also refuses them with --fork; storescpd's coordinator makes that work.
         yield _conflict(subject, "--inetd", _given("--inetd"))
         yield _needs(subject, _SORT_TEXT, _sorting)
     yield _needs("--eostudy-timeout",

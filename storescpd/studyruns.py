@@ -35,9 +35,15 @@ class StudyRuns:
         # A hash: the UID came from the network and is checked elsewhere, not trusted here.
         return os.path.join(self.path, hashlib.sha256(study_uid.encode()).hexdigest()[:32])
 
-    def folder(self, study_uid: str, new_name: Callable[[], str]) -> tuple[str, bool]:
+    def folder(
+        self,
+        study_uid: str,
+        new_name: Callable[[], str],
+        discard: Callable[[str], None] | None = None,
+    ) -> tuple[str, bool]:
         """The folder of the open run of ``study_uid``, opening a run named ``new_name()`` if
-        there is none; returns ``(name, opened)``."""
+        there is none; returns ``(name, opened)``. When another process opens the run first,
+        ``discard`` gets the name that was made in vain."""
         entry = self._entry(study_uid)
         name = self._read(entry)
         if name:
@@ -53,6 +59,8 @@ class StudyRuns:
             except FileExistsError:
                 theirs = self._read(entry)
                 if theirs:
+                    if discard is not None and theirs != name:
+                        discard(name)
                     return theirs, False
                 raise
         finally:
@@ -63,6 +71,14 @@ class StudyRuns:
         """End the open run of ``study_uid`` (nothing happens if none is open)."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._entry(study_uid))
+
+    def close_run(self, study_uid: str, folder: str) -> None:
+        """End the run of ``study_uid`` in ``folder`` — not a newer run of the same study that
+        a storing process may already have opened elsewhere."""
+        entry = self._entry(study_uid)
+        if self._read(entry) == folder:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry)
 
     def is_open(self, study_uid: str) -> bool:
         return os.path.exists(self._entry(study_uid))

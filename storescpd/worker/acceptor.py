@@ -29,6 +29,7 @@ from pynetdicom.transport import AssociationServer
 
 from storescpd import hooks
 from storescpd.access import host_name
+from storescpd.events import EventQueue, QueueFull
 from storescpd.options import Options
 from storescpd.proctitle import set_title
 from storescpd.worker.contexts import promiscuous_additions, supported_contexts
@@ -83,6 +84,7 @@ class _Association:
     assoc: Association | None = None
     sleep_after_pending: bool = False
     hook_pending: dict[str, str] | None = None  # -xcr values, run once the response is out
+    association_id: str = ""  # set once announced to the coordinator
     peer_name: str | None = None  # #r, looked up once per association
     receiving: bool = False  # a data set is arriving (for the progress dots)
     aborted_by_option: bool = False
@@ -114,6 +116,9 @@ class Acceptor:
         # DCMTK prints its progress dots on stdout in verbose mode only (not with -d).
         self.progress = opts.log_level == "info" and opts.log_config is None and not opts.inetd
         self.hooks = hooks.Runner(wait=opts.exec_sync, quiet=opts.inetd)
+        self.events: EventQueue | None = None  # to the coordinator, when there is one
+        self.event_slot = 0  # this process's ring (a pool worker's index)
+        self._associations = 0
         self._handler_started = 0.0  # monotonic start of the running request handler, or 0
         self.process_name = ""  # e.g. "worker 3": then ps shows who this process serves
         self.stored = 0  # objects this process has stored, for the pool's STATUS= line
@@ -230,7 +235,8 @@ class Acceptor:
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, lambda event: _capture(state, event)),
             (evt.EVT_REQUESTED, lambda event: self._on_requested(event)),
-            (evt.EVT_ACCEPTED, _on_accepted),
+            (evt.EVT_ACCEPTED, lambda event: self._on_accepted(state, event)),
+            (evt.EVT_CONN_CLOSE, lambda event: self._on_closed(state)),
             (evt.EVT_RELEASED, lambda event: log.info("Association Release")),
             (evt.EVT_ABORTED, lambda event: log.info("Association Aborted")),
             (evt.EVT_C_ECHO, _on_echo),
@@ -307,6 +313,18 @@ class Acceptor:
             self._handler_started = 0.0
         if status == 0 and not self.opts.ignore:
             self.stored += 1
+            if self.storage.last_stored is not None and state.association_id:
+                study, path, folder = self.storage.last_stored
+                self._publish(
+                    {
+                        "kind": "stored",
+                        "study": study,
+                        "path": path,
+                        "folder": folder,
+                        "association": state.association_id,
+                        **_who(event),
+                    }
+                )
         if self.opts.exec_on_reception:
             state.hook_pending = self._hook_values(state, event)
         if self.opts.sleep_after:
@@ -333,6 +351,29 @@ class Acceptor:
             event.assoc.abort()
         elif self.opts.sleep_during:
             time.sleep(self.opts.sleep_during)
+
+    def _on_accepted(self, state: _Association, event: evt.Event) -> None:
+        _on_accepted(event)
+        if self.events is not None:
+            self._associations += 1
+            state.association_id = f"{os.getpid()}.{self._associations}.{time.time():.6f}"
+            self._publish({"kind": "opened", "association": state.association_id, **_who(event)})
+
+    def _on_closed(self, state: _Association) -> None:
+        if state.association_id:
+            self._publish({"kind": "closed", "association": state.association_id})
+            state.association_id = ""
+
+    def _publish(self, event: dict[str, object]) -> None:
+        """Tell the coordinator; an event that cannot be queued is logged, never waited for
+        long (the object is stored already)."""
+        assert self.events is not None
+        slot = self.event_slot if self.event_slot < self.events.producers else 0
+        shared = self.opts.fork or slot != self.event_slot
+        try:
+            self.events.put(slot, event, wait=5.0, shared=shared)
+        except (QueueFull, ValueError) as err:
+            log.error("end-of-study event lost: %s", err)
 
     def _hook_values(self, state: _Association, event: evt.Event) -> dict[str, str]:
         """The values of ``#p #f #a #c #r`` for the object just answered (SPEC §7.1)."""
@@ -363,6 +404,14 @@ class Acceptor:
         if state.sleep_after_pending:
             state.sleep_after_pending = False
             time.sleep(self.opts.sleep_after)
+
+
+def _who(event: evt.Event) -> dict[str, object]:
+    """Calling AE title and host, and called AE title, as the coordinator's events carry them."""
+    rq = cast(A_ASSOCIATE, event.assoc.requestor.primitive)
+    calling = str(rq.calling_ae_title).strip()
+    return {"sender": [calling, str(event.assoc.requestor.address)],
+            "called": str(rq.called_ae_title).strip()}  # fmt: skip
 
 
 def _accept_any_uid(value: object) -> tuple[bool, str]:

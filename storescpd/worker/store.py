@@ -16,11 +16,11 @@ Unlike DCMTK, a file is never left behind after a failure status: the temporary 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
-from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import BinaryIO, cast
 
 from pydicom.uid import generate_uid
@@ -88,10 +88,12 @@ class Storage:
         self.ends_runs_itself = not opts.fork and not opts.workers
         self.last_study = ""
         self.last_folder = ""  # for #p: the folder of the last object
-        self.publish: Callable[[dict[str, object]], None] | None = None
+        self.last_folder_name = ""
+        self.last_stored: tuple[str, str, str] | None = None  # (study, path, folder) if sorted
 
     def store(self, event: evt.Event) -> int:
         """Handle ``EVT_C_STORE``; the returned status is sent only after this returns."""
+        self.last_stored = None
         req = cast(C_STORE, event.request)
         sop_class = str(req.AffectedSOPClassUID or "")
         sop_instance = str(req.AffectedSOPInstanceUID or "")
@@ -179,6 +181,9 @@ class Storage:
                         log.error("%s", refusal)
                         return refusal.status
             target.commit(path)
+        self.last_path = path
+        if self.runs is not None:
+            self.last_stored = (self.last_study, path, self.last_folder_name)
         if target.replaced_existing:
             log.warning("DICOM file already exists, overwriting: %s", path)
         return SUCCESS
@@ -193,7 +198,9 @@ class Storage:
             self.runs.close(self.last_study)
         self.last_study = study
         try:
-            folder, opened = self.runs.folder(study, lambda: self._folder_name(identity, study))
+            folder, opened = self.runs.folder(
+                study, lambda: self._folder_name(identity, study), discard=self._discard_folder
+            )
         except ValueError as err:
             raise Refused(
                 CANNOT_UNDERSTAND, f"could not create subdirectory for study: {err}"
@@ -217,20 +224,43 @@ class Storage:
         if opened:
             self.time_namer.reset()
         self.last_folder = folder_path
+        self.last_folder_name = folder
         return os.path.join(folder_path, os.path.basename(path))
 
     def _folder_name(self, identity: Identity, study: str) -> str:
-        now = datetime.now()
         if self.opts.sort == "study-uid":
             return study_uid_name(self.opts.sort_prefix, study)
-        if self.opts.sort == "patientname":
-            if not identity.patient_name:
-                log.warning(
-                    "element PatientName (0010,0010) absent or empty in data set, "
-                    "using 'ANONYMOUS' instead"
-                )
-            return patient_folder_name(identity.patient_name, now)
-        return conc_studies_name(self.opts.sort_prefix, now)
+        if self.opts.sort == "patientname" and not identity.patient_name:
+            log.warning(
+                "element PatientName (0010,0010) absent or empty in data set, "
+                "using 'ANONYMOUS' instead"
+            )
+
+        def named(when: datetime) -> str:
+            if self.opts.sort == "patientname":
+                return patient_folder_name(identity.patient_name, when)
+            return conc_studies_name(self.opts.sort_prefix, when)
+
+        now = datetime.now()
+        if self.ends_runs_itself:
+            return named(now)  # DCMTK's single process reuses an existing folder
+        # Processes opening runs of different studies in the same millisecond must not share
+        # a folder: a name is this run's once its folder has been made, else the next ms.
+        for step in range(1000):
+            name = named(now + timedelta(milliseconds=step))
+            try:
+                os.mkdir(os.path.join(self.directory, name))
+            except FileExistsError:
+                continue
+            log.info("created new subdirectory for study: %s", name)
+            return name
+        raise OSError(f"no free folder name for study {study}")
+
+    def _discard_folder(self, name: str) -> None:
+        """Another process opened the same study's run first: remove the folder made for it."""
+        if not self.ends_runs_itself and self.opts.sort != "study-uid":
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(self.directory, name))
 
     def _check_identity(
         self, identity: Identity, sop_class: str, sop_instance: str, path: str

@@ -515,10 +515,8 @@ COMPRESSED = ["+xs", "+xy", "+xx", "+xv", "+xw", "+xt", "+xu", "+xm", "+xh", "+x
         (["-tn", "+uf"], "--timenames not allowed with --unique-filenames"),
         (["+uf", "-tn"], "--timenames not allowed with --unique-filenames"),
         (["-xcs", "cmd"], f"--exec-on-eostudy only allowed with {SORT}"),
-        (["-ss", "p", "-xcs", "cmd", "--fork"], "--exec-on-eostudy not allowed with --fork"),
         (["-ss", "p", "-xcs", "cmd", "--inetd"], "--exec-on-eostudy not allowed with --inetd"),
         (["-rns"], f"--rename-on-eostudy only allowed with {SORT}"),
-        (["-sp", "-rns", "--fork"], "--rename-on-eostudy not allowed with --fork"),
         (["-tos", "5"], f"--eostudy-timeout only allowed with {EOSTUDY}"),
         (["-tos", "x"], f"--eostudy-timeout only allowed with {EOSTUDY}"),
         (["+pw", "x"], "--use-passwd only allowed with --enable-tls"),
@@ -609,6 +607,10 @@ def test_used_options_are_long_names() -> None:
     assert parsed.used_options == {"--verbose", "--aetitle", "--prefer-lossless", "--no-echo"}
 
 
+def test_eostudy_options_are_allowed_with_fork_unlike_dcmtk() -> None:
+    assert parse(["-ss", "p", "-xcs", "cmd", "-rns", "--fork", PORT]).exec_on_eostudy == "cmd"
+
+
 @pytest.mark.parametrize(
     ("argv", "later"),
     [
@@ -619,8 +621,7 @@ def test_used_options_are_long_names() -> None:
         (["--inetd"], []),
         (["-xf", "f", "p", PORT], ["--config-file"]),
         (["-ss", "p", "-su", "q", PORT], []),
-        (["-sp", "-xcs", "c", "-rns", "-tos", "1", "-xs", "-xcr", "c", PORT],
-         ["--exec-on-eostudy", "--rename-on-eostudy", "--eostudy-timeout"]),
+        (["-sp", "-xcs", "c", "-rns", "-tos", "1", "-xs", "-xcr", "c", PORT], []),
         (["+tls", "k", "c", "-pem", PORT], ["--enable-tls", "--pem-keys"]),
         (["-tls", PORT], []),
     ],
