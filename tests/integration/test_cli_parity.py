@@ -110,6 +110,8 @@ BAD_COMMAND_LINES = [
     ["-rns", PORT],
     ["-tos", "5", PORT],
     ["--fork", "--inetd"],  # storescp is silent: --inetd pointed stderr at /dev/null
+    ["-ss", "p", "-xcs", "cmd", "--inetd"],  # end of study is refused with --inetd
+    ["-sp", "-rns", "--inetd"],
     ["-q", "-pdu", "1", PORT],  # quiet: no message, still status 1
     ["-q", "-Z", PORT],
     ["-q", "0"],
