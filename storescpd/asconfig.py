@@ -72,6 +72,10 @@ class AsconfigError(Exception):
         return str(self.args[0])
 
 
+class ProfileError(AsconfigError):
+    """The file is fine but the profile named on the command line is unknown or unusable."""
+
+
 class Role(enum.Enum):
     """The acceptor role a ``[[SCPSCURoleSelection]]`` entry configures."""
 
@@ -161,13 +165,20 @@ def scp_profile(cfg: Config, argument: str) -> Profile:
     """
     name = normalise_reference(argument)
     if name not in cfg.profiles:
-        raise AsconfigError(f"unknown configuration profile name: {name}")
+        raise ProfileError(f"unknown configuration profile name: {name}")
     profile = cfg.profile(name)
     if not profile.valid_for_scp():
-        raise AsconfigError(
+        raise ProfileError(
             f"profile '{name}' is not valid for SCP use, duplicate abstract syntaxes found"
         )
     return profile
+
+
+def fatal_message(err: AsconfigError) -> str:
+    """storescp's fatal log text for an error from :func:`load` or :func:`scp_profile`."""
+    if isinstance(err, ProfileError):
+        return err.message
+    return f"cannot read config file: {err.message}"
 
 
 # --- the five supersections --------------------------------------------------------------
