@@ -11,11 +11,13 @@ goes to pynetdicom's own.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pynetdicom.acse
+from pynetdicom.pdu_items import SCP_SCU_RoleSelectionSubItem
 from pynetdicom.pdu_primitives import (
     SCP_SCU_RoleSelectionNegotiation,
     SOPClassExtendedNegotiation,
@@ -123,10 +125,20 @@ def negotiate(
     return results, items
 
 
+def _encode_role(item: SCP_SCU_RoleSelectionNegotiation) -> SCP_SCU_RoleSelectionSubItem:
+    """Encode a role reply that may refuse both roles: DCMTK sends such replies, pynetdicom's
+    own encoder refuses them (and its ACSE only takes that exact item type)."""
+    encoded = SCP_SCU_RoleSelectionSubItem()
+    encoded.from_primitive(item)
+    return encoded
+
+
 def _role_item(uid: str, role: Roles) -> SCP_SCU_RoleSelectionNegotiation:
     item = SCP_SCU_RoleSelectionNegotiation()
     item.sop_class_uid = uid
     item.scu_role, item.scp_role = role
+    if role == (False, False):
+        item.from_primitive = functools.partial(_encode_role, item)  # type: ignore[method-assign]
     return item
 
 

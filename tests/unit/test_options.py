@@ -617,7 +617,7 @@ def test_used_options_are_long_names() -> None:
         (["+ac", PORT], []),
         (["+ac", "-ac", PORT], []),
         (["--inetd"], []),
-        (["-xf", "f", "p", PORT], ["--config-file"]),
+        (["-xf", "f", "p", PORT], []),
         (["-ss", "p", "-su", "q", PORT], []),
         (["-sp", "-xcs", "c", "-rns", "-tos", "1", "-xs", "-xcr", "c", PORT],
          ["--exec-on-eostudy", "--rename-on-eostudy", "--eostudy-timeout"]),
