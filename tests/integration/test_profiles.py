@@ -129,7 +129,7 @@ def test_system_profile_as_dcmtk(
 
 def test_without_profile_jpeg_is_refused(storescpd: StartServer, objects: tuple[Path, Path]):
     """The contrast: plain storescp offers no compressed syntax, so the same send fails."""
-    rc, errors = _send(storescpd([]), objects[0])
+    _, errors = _send(storescpd([]), objects[0])
     assert errors
 
 
@@ -228,3 +228,17 @@ def test_roles_and_extended_negotiation_as_dcmtk(
     assert contexts[1] == (3, 0, JPEG2000Lossless)
     assert contexts[5][1] == 3  # a class the profile omits
     assert extended  # returned although nobody asked
+    if not roles:  # the profile wants the requestor as SCP for MR; unasked, DCMTK refuses (2)
+        assert contexts[3][1] == 2
+
+
+@pytest.mark.parametrize("mode", [["--fork"], ["--workers", "2"]], ids=["fork", "pool"])
+def test_profile_in_every_process_mode(
+    storescpd: StartServer, system_cfg: str, objects: tuple[Path, Path], mode: list[str]
+) -> None:
+    """Children and pool workers negotiate with the profile the master read."""
+    server = storescpd(["-xf", system_cfg, "Default", *mode])
+    assert _send(server, objects[0]) == (0, [])
+    _, errors = _send(server, objects[1])
+    assert errors
+    assert _stored(server) == ["SC"]
