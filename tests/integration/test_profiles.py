@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -78,7 +79,7 @@ def objects(tmp_path: Path) -> tuple[Path, Path]:
     """A JPEG Lossless SV1 secondary capture, and a CT relabelled as a class Default omits."""
     jpeg = get_testdata_file("SC_rgb_jpeg_gdcm.dcm")
     assert jpeg is not None
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds = pydicom.dcmread(str(get_testdata_file("CT_small.dcm")))
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = LegacyConvertedEnhancedCTImageStorage
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     legacy = tmp_path / "legacy_ct.dcm"
@@ -127,7 +128,9 @@ def test_system_profile_as_dcmtk(
     assert pydicom.dcmread(stored).file_meta.TransferSyntaxUID == JPEGLosslessSV1
 
 
-def test_without_profile_jpeg_is_refused(storescpd: StartServer, objects: tuple[Path, Path]):
+def test_without_profile_jpeg_is_refused(
+    storescpd: StartServer, objects: tuple[Path, Path]
+) -> None:
     """The contrast: plain storescp offers no compressed syntax, so the same send fails."""
     _, errors = _send(storescpd([]), objects[0])
     assert errors
@@ -166,7 +169,10 @@ ExtendedNegotiation = Ext
 """
 
 
-def _negotiate(server: Server, roles: dict[str, tuple[bool, bool]]) -> object:
+Negotiated = tuple[list[Any], list[Any], list[Any]]  # contexts, role replies, extended replies
+
+
+def _negotiate(server: Server, roles: dict[str, tuple[bool, bool]]) -> Negotiated:
     """Propose a fixed set of contexts (and role items) and describe the A-ASSOCIATE-AC."""
     ae = AE()
     ae.acse_timeout = ae.network_timeout = 30
@@ -180,13 +186,15 @@ def _negotiate(server: Server, roles: dict[str, tuple[bool, bool]]) -> object:
     ]
     for uid, syntaxes in proposals:
         ae.add_requested_context(uid, syntaxes)
-    items = [build_role(uid, scu_role=scu, scp_role=scp) for uid, (scu, scp) in roles.items()]
+    items: list[Any] = [
+        build_role(uid, scu_role=scu, scp_role=scp) for uid, (scu, scp) in roles.items()
+    ]
     assoc = ae.associate("127.0.0.1", server.port, ext_neg=items)
     try:
         assert assoc.is_established
         contexts = [(cx.context_id, cx.result, cx.transfer_syntax[0] if cx.result == 0 else "")
                     for cx in sorted(assoc.accepted_contexts + assoc.rejected_contexts,
-                                     key=lambda cx: cx.context_id)]  # fmt: skip
+                                     key=lambda cx: cx.context_id or 0)]  # fmt: skip
         user_info = assoc.acceptor.primitive.user_information if assoc.acceptor.primitive else []
         replied_roles = sorted((str(i.sop_class_uid), bool(i.scu_role), bool(i.scp_role))
                                for i in user_info
@@ -222,7 +230,7 @@ def test_roles_and_extended_negotiation_as_dcmtk(
     ours = _negotiate(storescpd(args), roles)
     theirs = _negotiate(dcmtk_storescp(args), roles)
     assert ours == theirs
-    contexts, _, extended = ours  # type: ignore[misc]
+    contexts, _, extended = ours
     # The profile's order wins: BEE before LEI, J2K lossless before LEE.
     assert contexts[0] == (1, 0, ExplicitVRBigEndian)
     assert contexts[1] == (3, 0, JPEG2000Lossless)
