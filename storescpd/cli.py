@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from storescpd import daemonize, listeners, logs, options, sdnotify
+from storescpd import asconfig, daemonize, listeners, logs, options, sdnotify
 from storescpd.access import AccessControl
 from storescpd.events import EventQueue
 from storescpd.exitcodes import ExitCode
@@ -72,14 +72,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.arguments:
         _print_arguments(args)
     try:
-        return serve(opts, inetd_socket, args)
+        return serve(opts, inetd_socket, args, negotiation_profile(opts))
     except StartupError as err:
         log.log(err.level, "%s", err)
         return ExitCode.COMMAND_LINE
 
 
+def negotiation_profile(opts: options.Options) -> asconfig.Profile | None:
+    """The ``-xf`` profile, read before anything is bound (storescp reads it while evaluating
+    its command line) and before ``--user`` may take away the right to read the file."""
+    if opts.config_file is None:
+        return None
+    path, name = opts.config_file
+    try:
+        return asconfig.scp_profile(asconfig.load(path), name)
+    except asconfig.AsconfigError as err:
+        raise StartupError(asconfig.fatal_message(err).rstrip()) from None
+
+
 def serve(
-    opts: options.Options, inetd_socket: socket.socket | None = None, args: Sequence[str] = ()
+    opts: options.Options,
+    inetd_socket: socket.socket | None = None,
+    args: Sequence[str] = (),
+    profile: asconfig.Profile | None = None,
 ) -> int:
     """Check the environment, open the listeners and serve until stopped.
 
@@ -109,7 +124,7 @@ def serve(
         daemonize.detach(keep + ([pid_file.fd] if pid_file is not None else []))
     if pid_file is not None:
         pid_file.write()
-    service = Service(opts, args, control)
+    service = Service(opts, args, control, profile)
     set_title(f"master [{opts.port or 'inherited'}]")
     try:
         if inetd_socket is not None and not listeners.is_listening(inetd_socket):
@@ -147,12 +162,17 @@ class Service:
     """What serving needs and HUP rebuilds: the options, the acceptor and host access rules."""
 
     def __init__(
-        self, opts: options.Options, args: Sequence[str], control: AccessControl | None
+        self,
+        opts: options.Options,
+        args: Sequence[str],
+        control: AccessControl | None,
+        profile: asconfig.Profile | None = None,
     ) -> None:
 
         self.opts = opts
         self.args = list(args)
         self.control = control
+        self.profile = profile
         self.heartbeats = Heartbeats() if opts.workers else None
         self.events = _event_queue(opts)
         self.generation = secrets.token_hex(8)
@@ -162,7 +182,7 @@ class Service:
     def _acceptor(self, opts: options.Options) -> Acceptor:
         from storescpd.worker.acceptor import Acceptor
 
-        acceptor = Acceptor(opts)
+        acceptor = Acceptor(opts, self.profile)
         acceptor.events = self.events
         return acceptor
 
@@ -242,6 +262,7 @@ class Service:
             if later:
                 raise options.OptionError(f"{later[0]} is not supported yet")
             _check_output_directory(new)
+            profile = negotiation_profile(new)
         except options.OptionError as err:
             log.error("HUP: keeping the running options: %s", err.message)
             return None
@@ -260,6 +281,7 @@ class Service:
         new = dataclasses.replace(new, **fixed)
         if new.log_level != old.log_level and new.log_config is None:
             logs.configure(new.log_level)
+        self.profile = profile
         return new
 
 

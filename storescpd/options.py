@@ -207,8 +207,7 @@ OPTIONS: Final[tuple[Opt, ...]] = (
         dest="graceful_timeout", value_type=Unsigned(0)),
     # network
     Opt("-xf", "--config-file", 2, "[f]ilename, [p]rofile: string",
-        "negotiate with profile p of configuration file f", PROFILE, dest="config_file",
-        later=True),
+        "negotiate with profile p of configuration file f", PROFILE, dest="config_file"),
     _prefer("+x=", "prefer-uncompr", "prefer explicit VR in host byte order (default)"),
     _prefer("+xe", "prefer-little", "prefer explicit VR little endian"),
     _prefer("+xb", "prefer-big", "prefer explicit VR big endian"),

@@ -29,11 +29,13 @@ from pynetdicom.transport import AssociationServer
 
 from storescpd import hooks
 from storescpd.access import host_name
+from storescpd.asconfig import Profile
 from storescpd.events import EventQueue, QueueFull
 from storescpd.options import Options
 from storescpd.proctitle import set_title
 from storescpd.worker.contexts import promiscuous_additions, supported_contexts
 from storescpd.worker.meta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from storescpd.worker.profiles import profile_contexts
 from storescpd.worker.store import Storage
 
 log = logging.getLogger(__name__)
@@ -97,9 +99,11 @@ class Acceptor:
     ----------
     opts : Options
         The parsed command line.
+    profile : Profile, optional
+        The ``-xf`` profile; it replaces the default contexts.
     """
 
-    def __init__(self, opts: Options) -> None:
+    def __init__(self, opts: Options, profile: Profile | None = None) -> None:
         self.opts = opts
         _config.STORE_RECV_CHUNKED_DATASET = True  # large objects never sit in memory
         _config.LOG_HANDLER_LEVEL = "none"  # we log DCMTK's lines ourselves
@@ -112,7 +116,11 @@ class Acceptor:
         self.fresh_spool()
         self.storage = Storage(opts)
         self.ae = self._make_ae()
-        self.contexts = supported_contexts(opts.prefer, echo=not opts.no_echo)
+        self.contexts = (
+            profile_contexts(profile)
+            if profile is not None
+            else supported_contexts(opts.prefer, echo=not opts.no_echo)
+        )
         # DCMTK prints its progress dots on stdout in verbose mode only (not with -d).
         self.progress = opts.log_level == "info" and opts.log_config is None and not opts.inetd
         self.hooks = hooks.Runner(wait=opts.exec_sync, quiet=opts.inetd)

@@ -3,6 +3,10 @@
 DCMTK's default: Verification plus the 186 storage SOP classes of SPEC Appendix A, each with
 the transfer-syntax preference list of the ``+x`` option in force (Appendix B); the SCP's order
 wins. ``--promiscuous`` adds, per association, any proposed SOP class that has no name.
+
+With ``-xf`` the profile replaces all of this (SPEC §4.6): its classes only, each with its own
+transfer-syntax list as the preference order, and its role selection and extended negotiation
+applied as DCMTK applies them; :mod:`storescpd.worker.profiles` does that negotiation.
 """
 
 from __future__ import annotations

@@ -619,7 +619,7 @@ def test_eostudy_options_are_allowed_with_fork_unlike_dcmtk() -> None:
         (["+ac", PORT], []),
         (["+ac", "-ac", PORT], []),
         (["--inetd"], []),
-        (["-xf", "f", "p", PORT], ["--config-file"]),
+        (["-xf", "f", "p", PORT], []),
         (["-ss", "p", "-su", "q", PORT], []),
         (["-sp", "-xcs", "c", "-rns", "-tos", "1", "-xs", "-xcr", "c", PORT], []),
         (["+tls", "k", "c", "-pem", PORT], ["--enable-tls", "--pem-keys"]),
