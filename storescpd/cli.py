@@ -183,7 +183,7 @@ class Service:
         from storescpd.worker.acceptor import Acceptor
 
         acceptor = Acceptor(opts, self.profile)
-        acceptor.events = self.events
+        acceptor.announce.events = self.events
         return acceptor
 
     def _coordinator(self) -> Callable[[], int]:

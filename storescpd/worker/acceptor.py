@@ -27,12 +27,10 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.transport import AssociationServer
 
-from storescpd import hooks
-from storescpd.access import host_name
 from storescpd.asconfig import Profile
-from storescpd.events import EventQueue, QueueFull
 from storescpd.options import Options
 from storescpd.proctitle import set_title
+from storescpd.worker.announce import Announcer
 from storescpd.worker.contexts import promiscuous_additions, supported_contexts
 from storescpd.worker.meta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from storescpd.worker.profiles import profile_contexts
@@ -123,10 +121,7 @@ class Acceptor:
         )
         # DCMTK prints its progress dots on stdout in verbose mode only (not with -d).
         self.progress = opts.log_level == "info" and opts.log_config is None and not opts.inetd
-        self.hooks = hooks.Runner(wait=opts.exec_sync, quiet=opts.inetd)
-        self.events: EventQueue | None = None  # to the coordinator, when there is one
-        self.event_slot = 0  # this process's ring (a pool worker's index)
-        self._associations = 0
+        self.announce = Announcer(opts, self.storage)
         self._handler_started = 0.0  # monotonic start of the running request handler, or 0
         self.process_name = ""  # e.g. "worker 3": then ps shows who this process serves
         self.stored = 0  # objects this process has stored, for the pool's STATUS= line
@@ -321,20 +316,11 @@ class Acceptor:
             self._handler_started = 0.0
         if status == 0 and not self.opts.ignore:
             self.stored += 1
-            if self.storage.last_stored is not None and state.association_id:
-                study, path, folder = self.storage.last_stored
-                self._publish(
-                    {
-                        "kind": "stored",
-                        "study": study,
-                        "path": path,
-                        "folder": folder,
-                        "association": state.association_id,
-                        **_who(event),
-                    }
-                )
+            self.announce.stored(state.association_id, event)
         if self.opts.exec_on_reception:
-            state.hook_pending = self._hook_values(state, event)
+            if state.peer_name is None:
+                state.peer_name = self.announce.peer_name(str(event.assoc.requestor.address))
+            state.hook_pending = self.announce.reception_values(event, state.peer_name)
         if self.opts.sleep_after:
             state.sleep_after_pending = True
         return status
@@ -362,64 +348,21 @@ class Acceptor:
 
     def _on_accepted(self, state: _Association, event: evt.Event) -> None:
         _on_accepted(event)
-        if self.events is not None:
-            self._associations += 1
-            state.association_id = f"{os.getpid()}.{self._associations}.{time.time():.6f}"
-            self._publish({"kind": "opened", "association": state.association_id, **_who(event)})
+        state.association_id = self.announce.opened(event)
 
     def _on_closed(self, state: _Association) -> None:
-        if state.association_id:
-            self._publish({"kind": "closed", "association": state.association_id})
-            state.association_id = ""
-
-    def _publish(self, event: dict[str, object]) -> None:
-        """Tell the coordinator; an event that cannot be queued is logged, never waited for
-        long (the object is stored already)."""
-        assert self.events is not None
-        slot = self.event_slot if self.event_slot < self.events.producers else 0
-        shared = self.opts.fork or slot != self.event_slot
-        try:
-            self.events.put(slot, event, wait=5.0, shared=shared)
-        except (QueueFull, ValueError) as err:
-            log.error("end-of-study event lost: %s", err)
-
-    def _hook_values(self, state: _Association, event: evt.Event) -> dict[str, str]:
-        """The values of ``#p #f #a #c #r`` for the object just answered (SPEC §7.1)."""
-        requestor = event.assoc.requestor
-        if state.peer_name is None:
-            address = str(requestor.address)
-            name = None if self.opts.disable_host_lookup else host_name(address)
-            state.peer_name = hooks.host_part(name or address)
-        rq = cast(A_ASSOCIATE, requestor.primitive)
-        values = {
-            "a": str(rq.calling_ae_title).strip(),
-            "c": str(rq.called_ae_title).strip(),
-            "r": state.peer_name,
-        }
-        if not self.opts.ignore:  # DCMTK leaves #p and #f alone with --ignore
-            folder = self.storage.last_folder if self.opts.sort else ""
-            values["p"] = folder or self.opts.output_directory.rstrip("/") or "/"
-            values["f"] = os.path.basename(self.storage.last_path)
-        return values
+        self.announce.closed(state.association_id)
+        state.association_id = ""
 
     def _on_pdu_sent(self, state: _Association, event: evt.Event) -> None:
         if not isinstance(event.pdu, P_DATA_TF):
             return
-        command = self.opts.exec_on_reception
-        if command and state.hook_pending is not None:
+        if state.hook_pending is not None:
             values, state.hook_pending = state.hook_pending, None
-            self.hooks.run(command, values)
+            self.announce.run_reception_command(values)
         if state.sleep_after_pending:
             state.sleep_after_pending = False
             time.sleep(self.opts.sleep_after)
-
-
-def _who(event: evt.Event) -> dict[str, object]:
-    """Calling AE title and host, and called AE title, as the coordinator's events carry them."""
-    rq = cast(A_ASSOCIATE, event.assoc.requestor.primitive)
-    calling = str(rq.calling_ae_title).strip()
-    return {"sender": [calling, str(event.assoc.requestor.address)],
-            "called": str(rq.called_ae_title).strip()}  # fmt: skip
 
 
 def _accept_any_uid(value: object) -> tuple[bool, str]:

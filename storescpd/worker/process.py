@@ -182,7 +182,7 @@ def run_pool_worker(
         return ExitCode.BOOT_FAILED
     try:
         acceptor.process_name = f"worker {index}"
-        acceptor.event_slot = index
+        acceptor.announce.slot = index
         loop = WorkerLoop(
             acceptor.serve,
             limits,
