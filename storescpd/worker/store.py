@@ -208,6 +208,8 @@ class Storage:
         folder_path = os.path.join(self.directory, folder)
         if not within(self.directory, folder_path):
             raise Refused(CANNOT_UNDERSTAND, f"refusing a study folder outside -od: {folder!r}")
+        if not opened and folder_path == self.last_folder:
+            return os.path.join(folder_path, os.path.basename(path))  # the usual case
         try:
             os.mkdir(folder_path)
         except FileExistsError:
