@@ -86,6 +86,21 @@ def test_hup_with_a_broken_options_file_keeps_serving(storescpd, tmp_path: Path)
     assert "HUP: keeping the running options: Unknown option --no-such-option" in server.log
 
 
+def test_hup_with_a_broken_profile_file_keeps_the_running_profile(
+    storescpd, ct_small: Path, tmp_path: Path
+) -> None:
+    profile = tmp_path / "storescp.cfg"
+    profile.write_text(Path("/etc/dcmtk/storescp.cfg").read_text())
+    server = storescpd(["--workers", "1", "-xf", str(profile), "Default"], keep_notify=True)
+    profile.write_text("[[TransferSyntaxes]]\n[Broken]\nTransferSyntax1 = NoSuchSyntax\n")
+    os.kill(server.pid, signal.SIGHUP)
+    server.await_notify(b"READY=1")
+    assert "HUP: keeping the running options:" in server.log
+    sent = run_dcmtk("storescu", "127.0.0.1", str(server.port), str(ct_small))
+    assert sent.returncode == 0, sent.stderr
+    assert len(stored(server.od)) == 1
+
+
 @pytest.mark.parametrize("mode", [["--fork"], ["--workers", "4"]], ids=["fork", "pool"])
 def test_max_associations_rejects_at_once(storescpd, ct_small: Path, mode: list[str]) -> None:
     server = storescpd([*mode, "--max-associations", "1", "--sleep-after", "3"])
