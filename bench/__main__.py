@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             "summary": summary,
             "ratios": rats,
         }, indent=1))
-    return 1 if failed else 0
+    # A reference server that fails (pynetdicom's storescp refuses more than 10 associations at
+    # once, so W5 fails there) is reported above; only storescpd's failures fail the run.
+    return 1 if any(r["server"].startswith("storescpd") for r in failed) else 0
 
 
 def _round_on(spec: ServerSpec, rnd: int, workloads: list[Workload], corpus: corpus_mod.Corpus,
