@@ -31,7 +31,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from storescpd.events import EventQueue  # noqa: E402
+from storescpd.events import EventQueue
 
 PRODUCERS = 4
 EVENTS = 20_000
@@ -132,7 +132,8 @@ def main() -> None:
     except ImportError:
         print("faster-fifo not installed: measuring storescpd's rings only")
     print(
-        f"{'queue':18} {'events/s':>10} {'put p99 ms':>11} {'put max ms':>11} {'max, paused 0.2 s':>18}"
+        f"{'queue':18} {'events/s':>10} {'put p99 ms':>11} {'put max ms':>11}"
+        f" {'max, paused 0.2 s':>18}"
     )
     for kind in kinds:
         rates, p99s, maxes = [], [], []
