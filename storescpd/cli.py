@@ -300,7 +300,12 @@ def _event_queue(opts: options.Options) -> EventQueue | None:
 
 
 def _pool_size(opts: options.Options) -> PoolSize:
-    return PoolSize(opts.workers, opts.max_workers or opts.workers, float(opts.worker_timeout))
+    return PoolSize(
+        opts.workers,
+        opts.max_workers or opts.workers,
+        float(opts.worker_timeout),
+        float(opts.worker_idle_timeout),
+    )
 
 
 def _pid_file(opts: options.Options) -> daemonize.PidFile | None:

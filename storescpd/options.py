@@ -181,6 +181,9 @@ OPTIONS: Final[tuple[Opt, ...]] = (
     Opt("", "--max-workers", 1, "[n]umber: integer (default: --workers)",
         "grow the pool up to n workers while all are busy;\nbeyond that, reject at once",
         PROCESS, dest="max_workers", value_type=Unsigned(1, 1024)),
+    Opt("", "--worker-idle-timeout", 1, _SECONDS + " (default: 60)",
+        "a worker beyond --workers that stays idle for\ns seconds leaves again", PROCESS,
+        dest="worker_idle_timeout", value_type=Unsigned(0)),
     Opt("", "--max-requests", 1, "[n]umber: integer (default: 0)",
         "replace a worker after it served n associations\n(0: never)", PROCESS,
         dest="max_requests", value_type=Unsigned(0)),
@@ -480,7 +483,8 @@ CHECKED_AFTER_LOGGING: Final = (
     "--network-timeout", "--no-echo", "--no-sync",
     "--workers", "--max-workers", "--max-requests", "--graceful-timeout",
     "--max-worker-memory", "--worker-timeout", "--max-associations", "--daemon", "--pid-file",
-    "--listen", "--access-daemon", "--hosts-allow", "--hosts-deny", "--user", "--group",
+    "--listen", "--worker-idle-timeout", "--access-daemon", "--hosts-allow", "--hosts-deny",
+    "--user", "--group",
 )  # fmt: skip
 CHECK_ORDER: Final = CHECKED_BEFORE_LOGGING + CHECKED_AFTER_LOGGING
 
@@ -523,6 +527,7 @@ class Options:
     max_workers: int | None = None
     max_requests: int = 0
     max_worker_memory: int = 0
+    worker_idle_timeout: int = 60
     worker_timeout: int = 0
     max_associations: int = 0
     daemon: bool = False
@@ -883,6 +888,7 @@ def _rules() -> Iterator[Rule]:
     yield _needs("--max-requests", "--workers", _given("--workers"))
     yield _needs("--max-worker-memory", "--workers", _given("--workers"))
     yield _needs("--worker-timeout", "--workers", _given("--workers"))
+    yield _needs("--worker-idle-timeout", "--workers", _given("--workers"))
     yield _conflict("--daemon", "--inetd", _given("--inetd"))
     yield _conflict("--listen", "--inetd", _given("--inetd"))
     yield _conflict("--log-level", "--verbose, --debug or --quiet",

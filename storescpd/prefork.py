@@ -52,6 +52,7 @@ class Worker:
     channel: socket.socket
     state: State = State.BOOTING
     booted: bool = False  # has said "idle" at least once
+    idle_since: float = 0.0
     stored: int = 0  # objects it has reported as stored
     killed: bool = False  # by the master for silence; reaping will tell
 
@@ -63,6 +64,7 @@ class PoolSize:
     workers: int
     max_workers: int
     worker_timeout: float = 0.0  # 0: no heartbeat checks
+    idle_timeout: float = 60.0  # workers beyond ``workers`` idle this long leave
 
 
 class PoolServer(SingleProcessServer):
@@ -98,6 +100,7 @@ class PoolServer(SingleProcessServer):
         self.target = size.workers
         self.max_workers = max(size.max_workers, size.workers)
         self.worker_timeout = size.worker_timeout if heartbeats is not None else 0.0
+        self.idle_timeout = size.idle_timeout
         self.heartbeats = heartbeats
         self.graceful_timeout = graceful_timeout
         self.workers: dict[int, Worker] = {}
@@ -117,6 +120,7 @@ class PoolServer(SingleProcessServer):
         self.entry = entry
         self.target = size.workers
         self.max_workers = max(size.max_workers, size.workers)
+        self.idle_timeout = size.idle_timeout
         if self.heartbeats is not None:
             self.worker_timeout = size.worker_timeout
         for worker in self._live():
@@ -142,10 +146,28 @@ class PoolServer(SingleProcessServer):
             super()._on_ready(key)
 
     def _select_timeout(self) -> float | None:
-        return self.worker_timeout / 4 if self.worker_timeout else None
+        waits = [self.worker_timeout / 4] if self.worker_timeout else []
+        surplus = self._surplus()
+        if surplus:
+            waits.append(max(0.0, surplus[0].idle_since + self.idle_timeout - time.monotonic()))
+        return min(waits) if waits else None
+
+    def _surplus(self) -> list[Worker]:
+        """Idle workers beyond the pool's size, longest idle first."""
+        if len(self._live()) <= self.target:
+            return []
+        idle = [w for w in self.workers.values() if w.state is State.IDLE]
+        return sorted(idle, key=lambda w: w.idle_since)
 
     def _tick(self) -> None:
         super()._tick()
+        now = time.monotonic()
+        for worker in self._surplus():
+            if now - worker.idle_since < self.idle_timeout or len(self._live()) <= self.target:
+                break
+            log.info("worker %d idle for %g s beyond the pool's size, retiring it",
+                     worker.index, self.idle_timeout)  # fmt: skip
+            self._retire(worker)
         if self.worker_timeout and self.heartbeats is not None:
             now = time.monotonic()
             for worker in self.workers.values():
@@ -282,6 +304,7 @@ class PoolServer(SingleProcessServer):
         if message.get("state") == "idle" and worker.state is not State.RETIRING:
             worker.booted = True
             worker.state = State.IDLE
+            worker.idle_since = time.monotonic()
             if self.pending:
                 self._hand(worker, *self.pending.popleft())
             self._announce_if_ready()

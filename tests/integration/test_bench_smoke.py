@@ -18,18 +18,34 @@ SERVERS = {"storescpd-pool", "dcmtk"}
 
 
 def run_bench(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
-                                                                     os.environ.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_quick_bench_stores_everything_and_reports(tmp_path: Path) -> None:
     dcmtk("storescu")
     dcmtk("storescp")
     out = tmp_path / "report.json"
-    done = run_bench("--quick", "--servers", ",".join(sorted(SERVERS)), "--json", str(out),
-                     "--cache", str(tmp_path / "cache"))
+    done = run_bench(
+        "--quick",
+        "--servers",
+        ",".join(sorted(SERVERS)),
+        "--json",
+        str(out),
+        "--cache",
+        str(tmp_path / "cache"),
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
 
@@ -55,7 +71,8 @@ def test_quick_bench_stores_everything_and_reports(tmp_path: Path) -> None:
     # W1 and W3 are compared with DCMTK's single-process storescp, which ran; W2, W4 and W5 with
     # its --fork mode, which did not.
     assert {(r["workload"], r["reference"]) for r in report["ratios"]} == {
-        ("W1", "dcmtk"), ("W3", "dcmtk")
+        ("W1", "dcmtk"),
+        ("W3", "dcmtk"),
     }
     assert all(r["ratio"] > 0 and isinstance(r["met"], bool) for r in report["ratios"])
     idle = report["idle_worker_uss_mb"]

@@ -180,7 +180,8 @@ STORESCPD_EXTRAS = {
     "--no-echo", "--network-timeout", "--no-sync",
     "--workers", "--max-workers", "--max-requests", "--graceful-timeout",
     "--max-worker-memory", "--worker-timeout", "--max-associations", "--daemon", "--pid-file",
-    "--listen", "--access-daemon", "--hosts-allow", "--hosts-deny", "--user", "--group",
+    "--listen", "--worker-idle-timeout", "--access-daemon", "--hosts-allow", "--hosts-deny",
+    "--user", "--group",
 }  # fmt: skip
 
 

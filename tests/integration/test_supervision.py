@@ -322,3 +322,24 @@ def test_sigkill_of_the_master_leaves_no_orphans_and_the_port_free(
     finally:
         rebound.terminate()
         assert rebound.wait(15) == 0
+
+
+def test_workers_grown_under_load_leave_again_when_idle(storescpd, ct_small: Path) -> None:
+    server = storescpd(
+        ["--workers", "1", "--max-workers", "3", "--worker-idle-timeout", "1", "--sleep-after",
+         "2", "-v"]
+    )  # fmt: skip
+    holders = [
+        subprocess.Popen(
+            [dcmtk("storescu"), "127.0.0.1", str(server.port), str(ct_small)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(3)
+    ]
+    poll_until(lambda: len(_pids(server.pid)) == 3, 20, "the pool to grow to 3")
+    for holder in holders:
+        assert holder.wait(30) == 0
+    poll_until(lambda: len(_pids(server.pid)) == 1, 20, "the pool to shrink back to 1")
+    assert "beyond the pool's size, retiring it" in server.log
+    assert run_dcmtk("echoscu", "127.0.0.1", str(server.port)).returncode == 0
