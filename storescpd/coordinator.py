@@ -86,9 +86,9 @@ class Coordinator:
         self.pending: list[dict[str, Any]] = []  # ends of studies not yet carried out
         self.hooks = hooks.Runner(wait=opts.exec_sync)
         self.stopping = False
+        self._shown = -1
 
     def run(self) -> int:
-        set_title("coordinator")
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self._load()
@@ -104,10 +104,18 @@ class Coordinator:
                 self.queue.ack(records)
             self._carry_out()
             self.hooks.reap()
+            self._show()
             if self.stopping and not records and not self.queue.pending():
                 break
         self._save()
         return ExitCode.OK
+
+    def _show(self) -> None:
+        """``storescpd: coordinator [2 studies open]`` in ps (set only when it changes)."""
+        count = len(self.tracker.runs)
+        if count != self._shown:
+            self._shown = count
+            set_title(f"coordinator [{count} {'study' if count == 1 else 'studies'} open]")
 
     def _on_term(self, signo: int, frame: FrameType | None) -> None:
         self.stopping = True  # finish what is queued, then leave

@@ -84,6 +84,7 @@ def test_one_study_over_three_associations_is_one_folder_and_one_end(
         proc = send(server.port, files)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
+    assert "coordinator [1 study open]" in " ".join(coordinator_of(server.pid).cmdline())
     poll_until(lambda: len(lines(log)) >= 1, 30, "the end of study")
     assert server.stop() == 0
     assert len(lines(log)) == 1
