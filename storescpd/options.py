@@ -576,6 +576,13 @@ class Options:
     unique_filenames: bool = False
     timenames: bool = False
     filename_extension: str = ""
+    # storescpd-dcmrecv only (SPEC §12): +fsu, +fst, +ssd, -uca, and the dcmrecv behaviour
+    # (Verification only without -xf, no UID checks, dcmrecv's rejects and exit statuses)
+    short_unique_names: bool = False
+    system_time_names: bool = False
+    series_date_subdir: bool = False
+    use_called_aetitle: bool = False
+    dcmrecv: bool = False
     exec_on_reception: str | None = None
     exec_on_eostudy: str | None = None
     rename_on_eostudy: bool = False
@@ -735,8 +742,9 @@ class Scan:
     expanded: tuple[str, ...]  # options in long form, values and parameters verbatim
 
 
-def scan(tokens: Sequence[str]) -> Scan:
+def scan(tokens: Sequence[str], program: Program | None = None) -> Scan:
     """Classify tokens; an option takes the next ``values`` tokens whatever they look like."""
+    by_name = (program or STORESCP).by_name
     occurrences: list[Occurrence] = []
     parameters: list[str] = []
     expanded: list[str] = []
@@ -748,7 +756,7 @@ def scan(tokens: Sequence[str]) -> Scan:
             parameters.append(token)
             expanded.append(token)
             continue
-        option = BY_NAME.get(token)
+        option = by_name.get(token)
         if option is None:
             raise OptionError(f"Unknown option {token}")
         values = tuple(tokens[index : index + option.values])
@@ -771,13 +779,14 @@ class Resolution:
     their checks in that order, and the rightmost member given wins.
     """
 
-    def __init__(self, found: Scan) -> None:
+    def __init__(self, found: Scan, program: Program | None = None) -> None:
+        self.program = program or STORESCP
         self.scan = found
         self.rightmost: dict[str, Occurrence] = {o.option.long: o for o in found.occurrences}
         self.executed: list[str] = []
         self.winners: dict[str, str] = {}
         last_in_block: dict[str, int] = {}
-        for name in CHECK_ORDER:
+        for name in self.program.check_order:
             occurrence = self.rightmost.get(name)
             if occurrence is None:
                 continue
@@ -797,7 +806,7 @@ class Resolution:
 
     def active(self, name: str) -> bool:
         """Given and, for a block member, the member that won."""
-        block = BY_LONG[name].block
+        block = self.program.by_long[name].block
         return self.winner(block) == name if block else self.given(name)
 
     def all_values(self, name: str) -> list[tuple[str, ...]]:
@@ -809,7 +818,7 @@ class Resolution:
         if self.given("--log-level"):
             return LOG_LEVELS.get(self.rightmost["--log-level"].values[0].lower(), "warn")
         winner = self.winner("verbosity")
-        return str(BY_LONG[winner].const) if winner else "warn"
+        return str(self.program.by_long[winner].const) if winner else "warn"
 
     @property
     def quiet(self) -> bool:
@@ -934,9 +943,51 @@ def _rules() -> Iterator[Rule]:
 
 
 RULES: Final[tuple[Rule, ...]] = tuple(_rules())
-_RULES_BY_SUBJECT: Final[dict[str, tuple[Rule, ...]]] = {
-    name: tuple(rule for rule in RULES if rule.subject == name) for name in BY_LONG
-}
+
+
+# --- programs: one table, checks and help text per command -------------------------------------
+
+
+class Program:
+    """One command line built from :class:`Opt` entries: storescp's, or a view of the same
+    entries for another DCMTK tool (``storescpd-dcmrecv``, :mod:`storescpd.recvoptions`).
+
+    ``before_logging`` and ``after_logging`` list the long names (and :data:`PORT`) in the
+    order the tool evaluates them; ``defaults`` are :class:`Options` fields the tool sets
+    differently from storescp; ``port_required``: a missing port is found while parsing,
+    before any option is checked (dcmrecv), not in its place in the check order (storescp).
+    """
+
+    def __init__(self, name: str, description: str, table: tuple[Opt, ...], *,
+                 before_logging: tuple[str, ...], after_logging: tuple[str, ...],
+                 rules: tuple[Rule, ...], port_help: str, usage_port: str,
+                 port_required: bool = False,
+                 defaults: tuple[tuple[str, object], ...] = ()) -> None:  # fmt: skip
+        self.name = name
+        self.description = description
+        self.options = table
+        self.by_name: dict[str, Opt] = {
+            **{o.short: o for o in table if o.short},
+            **{o.long: o for o in table},
+        }
+        self.by_long: dict[str, Opt] = {o.long: o for o in table}
+        self.check_after_logging = after_logging
+        self.check_order = before_logging + after_logging
+        self.rules = rules
+        self.rules_by_subject: dict[str, tuple[Rule, ...]] = {
+            name: tuple(rule for rule in rules if rule.subject == name) for name in self.by_long
+        }
+        self.port_help = port_help
+        self.usage_port = usage_port
+        self.port_required = port_required
+        self.defaults = dict(defaults)
+
+
+STORESCP: Final = Program(
+    PROGRAM, DESCRIPTION, OPTIONS, before_logging=CHECKED_BEFORE_LOGGING,
+    after_logging=CHECKED_AFTER_LOGGING, rules=RULES,
+    port_help="TCP port to listen on (not with --inetd)", usage_port="[port]",
+)  # fmt: skip
 
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -985,7 +1036,7 @@ def _port(parameters: tuple[str, ...]) -> int:
 
 def _effect(option: Opt, resolution: Resolution) -> dict[str, object]:
     """Run the option's checks and read its values: the fields it sets."""
-    for rule in _RULES_BY_SUBJECT[option.long]:
+    for rule in resolution.program.rules_by_subject[option.long]:
         if rule.violated(resolution):
             raise OptionError(rule.message)
     if option.accumulate:
@@ -1004,13 +1055,14 @@ def _evaluate(resolution: Resolution) -> dict[str, object]:
     """Every check in storescp's order; returns the fields set by the options in effect."""
     settings: dict[str, object] = {}
     inetd = resolution.given("--inetd")
-    for name in CHECK_ORDER:
-        suppressible = name in CHECKED_AFTER_LOGGING
+    program = resolution.program
+    for name in program.check_order:
+        suppressible = name in program.check_after_logging
         try:
             if name == PORT:
                 settings["port"] = None if inetd else _port(resolution.scan.parameters)
             elif name in resolution.executed:
-                effect = _effect(BY_LONG[name], resolution)
+                effect = _effect(program.by_long[name], resolution)
                 if resolution.active(name):
                     settings.update(effect)
         except OptionError as err:
@@ -1038,8 +1090,9 @@ def normalize_directory(name: str) -> str:
     return stripped or "."
 
 
-def parse(argv: Sequence[str]) -> Options:
-    """Parse storescpd's arguments (without the program name) like DCMTK storescp 3.6.7.
+def parse(argv: Sequence[str], program: Program | None = None) -> Options:
+    """Parse storescpd's arguments (without the program name) like DCMTK storescp 3.6.7, or
+    like the tool ``program`` describes.
 
     Raises
     ------
@@ -1048,7 +1101,8 @@ def parse(argv: Sequence[str]) -> Options:
     InformationRequested
         For ``--help``, ``--version``, ``--list-ciphers`` or an empty command line.
     """
-    found = scan(expand_command_files(argv))
+    program = program or STORESCP
+    found = scan(expand_command_files(argv), program)
     if not found.expanded:
         raise InformationRequested(Request.USAGE)
     given = {o.option.long for o in found.occurrences}
@@ -1058,7 +1112,9 @@ def parse(argv: Sequence[str]) -> Options:
             raise InformationRequested(request)
     if len(found.parameters) > 1:
         raise OptionError("Too many parameters")
-    settings = _evaluate(Resolution(found))
+    if program.port_required and not found.parameters:
+        raise OptionError("Missing parameter port")
+    settings = {**program.defaults, **_evaluate(Resolution(found, program))}
     tls = _tls_options(settings)
     values = {k: v for k, v in settings.items() if not k.startswith("tls.")}
     if "output_directory" in values:
@@ -1066,9 +1122,9 @@ def parse(argv: Sequence[str]) -> Options:
     return Options(**values, tls=tls, used_options=frozenset(given))  # type: ignore[arg-type]
 
 
-def expanded_arguments(argv: Sequence[str]) -> list[str]:
+def expanded_arguments(argv: Sequence[str], program: Program | None = None) -> list[str]:
     """The arguments as ``--arguments`` logs them: ``@`` files expanded, options in long form."""
-    return list(scan(expand_command_files(argv)).expanded)
+    return list(scan(expand_command_files(argv), program).expanded)
 
 
 def not_yet_supported(opts: Options) -> list[str]:
@@ -1088,35 +1144,38 @@ def _in_effect(option: Opt, opts: Options) -> bool:
 # --- output -------------------------------------------------------------------------------------
 
 
-def header() -> str:
+def header(program: Program | None = None) -> str:
     """The identification lines DCMTK prints before usage and errors."""
-    return f"${PROGRAM}: {PROGRAM} v{__version__} $\n\n{PROGRAM}: {DESCRIPTION}\n"
+    name, text = (program.name, program.description) if program else (PROGRAM, DESCRIPTION)
+    return f"${name}: {name} v{__version__} $\n\n{name}: {text}\n"
 
 
-def format_error(message: str) -> str:
+def format_error(message: str, program: Program | None = None) -> str:
     """A command-line error as DCMTK prints it on stderr."""
-    return f"{header()}error: {message}\n"
+    return f"{header(program)}error: {message}\n"
 
 
-def render_version() -> str:
+def render_version(program: Program | None = None) -> str:
     """``--version`` output."""
     python = ".".join(str(part) for part in sys.version_info[:3])
-    return f"{header()}\nPython {python} ({sys.implementation.name}) on {sys.platform}\n"
+    return f"{header(program)}\nPython {python} ({sys.implementation.name}) on {sys.platform}\n"
 
 
-def render_help() -> str:
-    """Usage text in DCMTK's layout, built from :data:`OPTIONS`."""
-    short_width = max(len(o.short) for o in OPTIONS)
-    long_width = max(len(o.long) for o in OPTIONS)
+def render_help(program: Program | None = None) -> str:
+    """Usage text in DCMTK's layout, built from the program's table (:data:`OPTIONS`)."""
+    program = program or STORESCP
+    table = program.options
+    short_width = max(len(o.short) for o in table)
+    long_width = max(len(o.long) for o in table)
     lines = [
-        f"usage: {PROGRAM} [options] [port]",
+        f"usage: {program.name} [options] {program.usage_port}",
         "",
         "parameters:",
-        "  port".ljust(short_width + long_width + 6) + "TCP port to listen on (not with --inetd)",
+        "  port".ljust(short_width + long_width + 6) + program.port_help,
         "",
     ]
     group: Group = ("", "")
-    for option in OPTIONS:
+    for option in table:
         if option.group != group:
             if option.group[0] != group[0]:
                 lines.append(option.group[0])
@@ -1125,7 +1184,7 @@ def render_help() -> str:
             group = option.group
         indent = 4 if group[1] else 2
         lines.extend(_option_lines(option, indent, short_width, long_width))
-    return header() + "\n".join(lines) + "\n"
+    return header(program) + "\n".join(lines) + "\n"
 
 
 def _option_lines(option: Opt, indent: int, short_width: int, long_width: int) -> list[str]:
@@ -1142,6 +1201,7 @@ def run_command_line(
     stdout: TextIO,
     stderr: TextIO,
     list_ciphers: Callable[[TextIO], int] | None = None,
+    program: Program | None = None,
 ) -> Options | int:
     """Parse like storescp and do what DCMTK does before serving; the CLI's only printer.
 
@@ -1152,25 +1212,26 @@ def run_command_line(
     reported as an error ("--list-ciphers is not supported yet", status 1).
     """
     try:
-        return parse(argv)
+        return parse(argv, program)
     except InformationRequested as request:
-        return _answer(request.request, stdout, stderr, list_ciphers)
+        return _answer(request.request, stdout, stderr, list_ciphers, program)
     except OptionError as err:
         if not err.silent:
-            stderr.write(format_error(err.message))
+            stderr.write(format_error(err.message, program))
         return err.exit_code
 
 
 def _answer(request: Request, stdout: TextIO, stderr: TextIO,
-            list_ciphers: Callable[[TextIO], int] | None) -> int:  # fmt: skip
+            list_ciphers: Callable[[TextIO], int] | None,
+            program: Program | None = None) -> int:  # fmt: skip
     if request is Request.USAGE:
-        stdout.write(render_help())
+        stdout.write(render_help(program))
     elif request is Request.VERSION:
-        stdout.write(render_version())
+        stdout.write(render_version(program))
     elif list_ciphers is not None:
         return list_ciphers(stdout)
     else:
-        stderr.write(format_error("--list-ciphers is not supported yet"))
+        stderr.write(format_error("--list-ciphers is not supported yet", program))
         return ExitCode.COMMAND_LINE
     return ExitCode.OK
 
