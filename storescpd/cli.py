@@ -1,7 +1,8 @@
 """``storescpd [options] port``: command line → checks → listeners → serving loop.
 
 The only place that turns errors into exit statuses (SPEC §3): every command-line, configuration
-and start-up error exits with 1, like DCMTK's storescp.
+and start-up error exits with 1, like DCMTK's storescp. ``storescpd-dcmrecv`` runs the same
+code with dcmrecv's command line (:mod:`storescpd.recvoptions`) and exit statuses (SPEC §12.5).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from storescpd import asconfig, daemonize, listeners, logs, options, sdnotify
+from storescpd import asconfig, daemonize, listeners, logs, options, recvoptions, sdnotify
 from storescpd.access import AccessControl
 from storescpd.events import EventQueue
-from storescpd.exitcodes import ExitCode
+from storescpd.exitcodes import ExitCode, RecvExitCode
 from storescpd.fsio import is_writable_directory
 from storescpd.heartbeat import Heartbeats
 from storescpd.master import ForkingServer, SingleProcessServer
@@ -39,43 +40,77 @@ INETD_OPTIONS = frozenset({"-id", "--inetd"})
 
 
 class StartupError(Exception):
-    """A fatal start-up problem, logged as DCMTK's ``F:``/``E:`` line before exiting with 1."""
+    """A fatal start-up problem, logged as DCMTK's ``F:``/``E:`` line before exiting with 1.
 
-    def __init__(self, message: str, level: int = logging.CRITICAL) -> None:
+    ``kind`` says what failed, for storescpd-dcmrecv's exit statuses and texts: ``"config"``
+    (the ``-xf`` file or profile), ``"output-directory"``, ``"listen"`` or ``"tls"``;
+    ``detail`` is the reason dcmrecv's line gives after its own words.
+    """
+
+    def __init__(self, message: str, level: int = logging.CRITICAL, *, kind: str = "",
+                 detail: str = "") -> None:  # fmt: skip
         super().__init__(message)
         self.level = level
+        self.kind = kind
+        self.detail = detail or message
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run storescpd; returns the process exit status."""
+# dcmrecv's fatal lines and exit statuses, by StartupError.kind (SPEC §12.5)
+RECV_FAILURES: dict[str, tuple[str, RecvExitCode]] = {
+    "config": ("cannot load association configuration: {detail}",
+               RecvExitCode.ASSOCIATION_CONFIG),
+    "output-directory": ("cannot specify output directory: {detail}",
+                         RecvExitCode.OUTPUT_DIRECTORY),
+    "listen": ("cannot start SCP and listen on port {port}: {detail}",
+               RecvExitCode.CANNOT_LISTEN),
+    "tls": ("{detail}", RecvExitCode.TRANSPORT_LAYER),
+}  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None, program: options.Program | None = None) -> int:
+    """Run storescpd (or the command line ``program`` describes); returns the exit status."""
+    program = program or options.STORESCP
     args = list(sys.argv[1:] if argv is None else argv)
     inetd_socket = None
-    if INETD_OPTIONS.intersection(args):
+    if "--inetd" in program.by_long and INETD_OPTIONS.intersection(args):
         # Before anything can be printed: under xinetd stderr is the peer's socket.
         try:
             inetd_socket = listeners.from_inetd()
         except OSError:
             return ExitCode.INETD_FD
-    parsed = options.run_command_line(args, sys.stdout, sys.stderr)
+    parsed = options.run_command_line(args, sys.stdout, sys.stderr, program=program)
     if isinstance(parsed, int):
         return parsed
     opts = parsed
     later = options.not_yet_supported(opts)
     if later:
-        sys.stderr.write(options.format_error(f"{later[0]} is not supported yet"))
+        sys.stderr.write(options.format_error(f"{later[0]} is not supported yet", program))
         return ExitCode.COMMAND_LINE
     try:
         logs.configure(opts.log_level, opts.log_config)
     except logs.LogConfigError as err:
-        sys.stderr.write(options.format_error(str(err)))
+        sys.stderr.write(options.format_error(str(err), program))
         return ExitCode.COMMAND_LINE
     if opts.arguments:
-        _print_arguments(args)
+        _print_arguments(args, program)
     try:
-        return serve(opts, inetd_socket, args, negotiation_profile(opts))
+        profile = negotiation_profile(opts)
+        if opts.dcmrecv and profile is None:
+            log.warning("no configuration file specified, "
+                        "SCP will only support the Verification SOP Class")  # fmt: skip
+        return serve(opts, inetd_socket, args, profile)
     except StartupError as err:
+        if opts.dcmrecv and err.kind in RECV_FAILURES:
+            text, status = RECV_FAILURES[err.kind]
+            log.critical("%s", text.format(detail=err.detail, port=opts.port))
+            return status
         log.log(err.level, "%s", err)
         return ExitCode.COMMAND_LINE
+
+
+def program_of(opts: options.Options) -> options.Program:
+    """The command line ``opts`` came from (a HUP parses it again with the same table)."""
+    return recvoptions.DCMRECV if opts.dcmrecv else options.STORESCP
 
 
 def negotiation_profile(opts: options.Options) -> asconfig.Profile | None:
@@ -87,7 +122,8 @@ def negotiation_profile(opts: options.Options) -> asconfig.Profile | None:
     try:
         return asconfig.scp_profile(asconfig.load(path), name)
     except asconfig.AsconfigError as err:
-        raise StartupError(asconfig.fatal_message(err).rstrip()) from None
+        raise StartupError(asconfig.fatal_message(err).rstrip(), kind="config",
+                           detail=err.message.rstrip()) from None  # fmt: skip
 
 
 def serve(
@@ -106,6 +142,8 @@ def serve(
     # installed; the master's own modules never import it.
     importlib.import_module("storescpd.worker.process")
     importlib.import_module("storescpd.coordinator")
+    if opts.dcmrecv:
+        _check_output_directory(opts)  # dcmrecv checks it before it listens
     sockets = listeners.inherited()
     if inetd_socket is not None:
         sockets = [inetd_socket]
@@ -257,7 +295,7 @@ class Service:
     def _reparse(self) -> options.Options | None:
         old = self.opts
         try:
-            new = options.parse(self.args)
+            new = options.parse(self.args, program_of(old))
             later = options.not_yet_supported(new)
             if later:
                 raise options.OptionError(f"{later[0]} is not supported yet")
@@ -364,7 +402,8 @@ def _drop_privileges(opts: options.Options) -> None:
 
 def _check_port(opts: options.Options) -> None:
     if opts.port is not None and opts.port < 1024 and os.geteuid() != 0:
-        raise StartupError(f"cannot listen on port {opts.port}, insufficient privileges")
+        raise StartupError(f"cannot listen on port {opts.port}, insufficient privileges",
+                           kind="listen", detail="insufficient privileges")  # fmt: skip
 
 
 def _bind(opts: options.Options, host: str) -> socket.socket:
@@ -377,19 +416,23 @@ def _bind(opts: options.Options, host: str) -> socket.socket:
     try:
         return listeners.bind(opts.port, host)
     except OSError as err:
-        raise StartupError(f"cannot create network: {err.strerror or err}", logging.ERROR) from err
+        reason = err.strerror or str(err)
+        raise StartupError(f"cannot create network: {reason}", logging.ERROR, kind="listen",
+                           detail=f"TCP Initialization Error: {reason}") from err
 
 
 def _check_output_directory(opts: options.Options) -> None:
     directory = opts.output_directory
     if not os.path.isdir(directory):
-        raise StartupError("specified output directory does not exist")
+        raise StartupError("specified output directory does not exist",
+                           kind="output-directory", detail="Directory does not exist")
     if not opts.ignore and not is_writable_directory(directory):
-        raise StartupError("specified output directory is not writeable")
+        raise StartupError("specified output directory is not writeable",
+                           kind="output-directory", detail="Directory is not writable")
 
 
-def _print_arguments(args: Sequence[str]) -> None:
+def _print_arguments(args: Sequence[str], program: options.Program) -> None:
     """``--arguments``: one INFO line whatever the log level (SPEC §1.4)."""
-    expanded = options.expanded_arguments(args)
+    expanded = options.expanded_arguments(args, program)
     quoted = "".join(f"'{a}' " for a in expanded)
     sys.stderr.write(f"I: calling '{sys.argv[0]}' with {len(expanded)} arguments: {quoted}\n")

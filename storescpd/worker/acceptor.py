@@ -20,18 +20,24 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import pydicom.config
+import pynetdicom.acse
 from pydicom.uid import UID
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import A_ASSOCIATE
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AssociationServer
 
 from storescpd.asconfig import Profile
 from storescpd.options import Options
 from storescpd.proctitle import set_title
 from storescpd.worker.announce import Announcer
-from storescpd.worker.contexts import promiscuous_additions, supported_contexts
+from storescpd.worker.contexts import (
+    promiscuous_additions,
+    supported_contexts,
+    verification_only,
+)
 from storescpd.worker.meta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from storescpd.worker.profiles import profile_contexts
 from storescpd.worker.store import Storage
@@ -114,11 +120,13 @@ class Acceptor:
         self.fresh_spool()
         self.storage = Storage(opts)
         self.ae = self._make_ae()
-        self.contexts = (
-            profile_contexts(profile)
-            if profile is not None
-            else supported_contexts(opts.prefer, echo=not opts.no_echo)
-        )
+        self.contexts: list[PresentationContext]
+        if profile is not None:
+            self.contexts = profile_contexts(profile)
+        elif opts.dcmrecv:
+            self.contexts = verification_only()
+        else:
+            self.contexts = supported_contexts(opts.prefer, echo=not opts.no_echo)
         # DCMTK prints its progress dots on stdout in verbose mode only (not with -d).
         self.progress = opts.log_level == "info" and opts.log_config is None and not opts.inetd
         self.announce = Announcer(opts, self.storage)
@@ -275,7 +283,12 @@ class Acceptor:
                 "Association Rejected: Bad Application Context Name: %s",
                 rq.application_context_name,
             )
-            _reject(assoc, 1, 1, 2)
+            # dcmrecv's rejection is transient (SPEC §12.4)
+            _reject(assoc, 2 if self.opts.dcmrecv else 1, 1, 2)
+        elif self.opts.dcmrecv and not _any_acceptable(assoc, rq):
+            # storescp accepts an association without contexts; dcmrecv rejects it
+            log.info("Refusing Association (no acceptable presentation contexts)")
+            _reject(assoc, 1, 1, 1)
         elif self.opts.reject and not assoc.requestor.implementation_class_uid:
             log.info("Association Rejected: No Implementation Class UID provided")
             _reject(assoc, 1, 1, 1)
@@ -392,6 +405,17 @@ def _control_headers(pdu: P_DATA_TF) -> list[int]:
 
 def _capture(state: _Association, event: evt.Event) -> None:
     state.assoc = event.assoc
+
+
+def _any_acceptable(assoc: Association, rq: A_ASSOCIATE) -> bool:
+    """Whether negotiation would accept at least one of the proposed contexts (asked of the
+    negotiation pynetdicom's ACSE will run, so that profiles and roles count as they will)."""
+    roles = {uid: (item.scu_role, item.scp_role)
+             for uid, item in assoc.requestor.role_selection.items()}  # fmt: skip
+    result, _ = pynetdicom.acse.negotiate_as_acceptor(
+        rq.presentation_context_definition_list, assoc.acceptor.supported_contexts, roles
+    )
+    return any(cx.result == 0x00 for cx in result)
 
 
 def _reject(assoc: Association, result: int, source: int, reason: int) -> None:

@@ -22,7 +22,7 @@ from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import register_uid, uid_to_service_class
 
 from storescpd.naming import DEFAULT_STORAGE_CLASSES
-from storescpd.syntaxes import VERIFICATION, preference_list
+from storescpd.syntaxes import LITTLE_ENDIAN_IMPLICIT, VERIFICATION, preference_list
 
 
 class SharedContexts(list[PresentationContext]):
@@ -42,6 +42,12 @@ def supported_contexts(prefer: str, *, echo: bool = True) -> SharedContexts:
     classes = ([VERIFICATION] if echo else []) + list(DEFAULT_STORAGE_CLASSES)
     register_storage_classes(DEFAULT_STORAGE_CLASSES)
     return SharedContexts(build_context(uid, syntaxes) for uid in classes)
+
+
+def verification_only() -> SharedContexts:
+    """dcmrecv without ``-xf``: Verification in Implicit VR Little Endian, nothing else
+    (SPEC §12.1)."""
+    return SharedContexts([build_context(VERIFICATION, [LITTLE_ENDIAN_IMPLICIT])])
 
 
 def register_storage_classes(uids: Iterable[str]) -> None:

@@ -100,6 +100,7 @@ class Identity:
     patient_name: bytes | None
     specific_character_set: str | None
     raw: bool
+    series_date: str | None = None  # for storescpd-dcmrecv's +ssd
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,7 +523,7 @@ def _identity(elements: list[Element], src: BinaryIO, raw: bool, convert_un: boo
     """The values the C-STORE handler checks; one received as UN counts only under ``+uc``,
     because DCMTK keeps it UN and then finds no SOP Class/Instance UID (0xC000)."""
     found: dict[int, bytes] = {}
-    wanted = {0x00080005, 0x00080016, 0x00080018, 0x0020000D, 0x00100010}
+    wanted = {0x00080005, 0x00080016, 0x00080018, 0x0020000D, 0x00100010, 0x00080021}
     for elem in elements:
         if elem.tag in wanted and elem.value is not None and (elem.vr != "UN" or convert_un):
             found[elem.tag] = _load(src, elem.value)
@@ -538,6 +539,7 @@ def _identity(elements: list[Element], src: BinaryIO, raw: bool, convert_un: boo
         patient_name=found.get(0x00100010),
         specific_character_set=text(0x00080005, " \0"),
         raw=raw,
+        series_date=text(0x00080021, " \0"),
     )
 
 

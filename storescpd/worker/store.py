@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import struct
-from datetime import datetime, timedelta
+import time
+from datetime import date, datetime, timedelta
 from typing import BinaryIO, cast
 
 from pydicom.uid import generate_uid
@@ -29,10 +31,14 @@ from pynetdicom.dimse_primitives import C_STORE
 
 from storescpd.fsio import AtomicFile, copy_stream, fsync_directory
 from storescpd.naming import (
+    SHORT_NAME_ATTEMPTS,
     TimeNamer,
     instance_file_name,
     log_code_for,
     prefix_for,
+    series_date_folder,
+    short_unique_name,
+    system_time_name,
     unique_file_name,
     within,
 )
@@ -81,6 +87,7 @@ class Storage:
             write_file=opts.write_file,
         )
         self.time_namer = TimeNamer()
+        self.started = int(time.time())  # the first half of dcmrecv's +fsu names
         self.last_path = ""  # the last file name chosen, for --exec-on-reception's #f
         self.runs = StudyRuns(self.directory) if opts.sort else None
         # DCMTK's single process ends a study when an object of another study arrives; with
@@ -119,7 +126,14 @@ class Storage:
     def _path_for(self, sop_class: str, sop_instance: str) -> str:
         prefix = prefix_for(sop_class)
         ext = self.opts.filename_extension
-        if self.opts.timenames:
+        if self.opts.dcmrecv and not (sop_class and sop_instance):
+            raise Refused(CANNOT_UNDERSTAND, "cannot generate a file name: the request lacks "
+                          "its SOP Class or Instance UID")  # fmt: skip
+        if self.opts.short_unique_names:
+            name = self._short_name(self.directory, prefix)
+        elif self.opts.system_time_names:
+            name = system_time_name(prefix, ext, datetime.now())
+        elif self.opts.timenames:
             name = self.time_namer.name(prefix, ext, datetime.now())
         elif self.opts.unique_filenames:
             name = unique_file_name(prefix, str(generate_uid()), ext)
@@ -135,6 +149,29 @@ class Storage:
         if not within(self.directory, path):
             raise Refused(CANNOT_UNDERSTAND, f"refusing to store outside {self.directory}: {name}")
         return path
+
+    def _short_name(self, folder: str, prefix: str) -> str:
+        """A ``+fsu`` name no file in ``folder`` has yet (dcmrecv draws up to 1024 times)."""
+        ext = self.opts.filename_extension
+        for _ in range(SHORT_NAME_ATTEMPTS):
+            name = short_unique_name(prefix, self.started, secrets.randbits(32), ext)
+            if not os.path.lexists(os.path.join(folder, name)):
+                return name
+        raise Refused(OUT_OF_RESOURCES, f"cannot generate a unique file name in {folder}")
+
+    def _series_date_path(self, identity: Identity, path: str, prefix: str) -> str:
+        """dcmrecv's ``+ssd``: the path in ``data/YYYY/MM/DD`` (or ``undef/<today>``),
+        whose folders are made as needed."""
+        folder = os.path.join(self.directory, series_date_folder(identity.series_date,
+                                                                 date.today()))  # fmt: skip
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            raise Refused(OUT_OF_RESOURCES, f"cannot create directory {folder}: {err}") from err
+        name = os.path.basename(path)
+        if self.opts.short_unique_names:
+            name = self._short_name(folder, prefix)
+        return os.path.join(folder, name)
 
     def _write(
         self,
@@ -171,9 +208,17 @@ class Storage:
                 except ConversionImpossible as err:
                     log.error("cannot write DICOM file: %s: %s", path, err)
                     return OUT_OF_RESOURCES
-                status = self._check_identity(identity, sop_class, sop_instance, path)
-                if status != SUCCESS:
-                    return status
+                # dcmrecv does not compare the data set with the request (SPEC §12.4)
+                if not self.opts.dcmrecv:
+                    status = self._check_identity(identity, sop_class, sop_instance, path)
+                    if status != SUCCESS:
+                        return status
+                if self.opts.series_date_subdir:
+                    try:
+                        path = self._series_date_path(identity, path, prefix_for(sop_class))
+                    except Refused as refusal:
+                        log.error("%s", refusal)
+                        return refusal.status
                 if self.runs is not None:
                     try:
                         path = self._sorted_path(identity, path)
@@ -182,6 +227,8 @@ class Storage:
                         return refusal.status
             target.commit(path)
         self.last_path = path
+        if self.opts.dcmrecv:
+            log.info("Stored received object to file: %s", path)
         if self.runs is not None:
             self.last_stored = (self.last_study, path, self.last_folder_name)
         if target.replaced_existing:
