@@ -121,5 +121,6 @@ DCMRECV: Final = Program(
     PROGRAM, DESCRIPTION, OPTIONS_DCMRECV, before_logging=CHECKED_BEFORE_LOGGING,
     after_logging=CHECKED_AFTER_LOGGING + _tls_check_order(), rules=_rules(),
     port_help="TCP port to listen on", usage_port="port", port_required=True,
-    defaults=(("aetitle", "DCMRECV"), ("dcmrecv", True)),
+    # dcmrecv writes sequences and items with undefined length, whatever it received
+    defaults=(("aetitle", "DCMRECV"), ("dcmrecv", True), ("length_explicit", False)),
 )  # fmt: skip

@@ -198,9 +198,11 @@ class Storage:
                     )
                 copy_stream(src, target.file)
             else:
+                # dcmrecv's normal mode writes no Source AE Title (0002,0016); +B does
+                source_ae = "" if self.opts.dcmrecv else calling_ae
                 try:
                     identity = write_normal(
-                        src, transfer_syntax, target.file, self.format, calling_ae
+                        src, transfer_syntax, target.file, self.format, source_ae
                     )
                 except UnreadableDataset as err:
                     log.error("cannot understand data set for %s: %s", path, err)
