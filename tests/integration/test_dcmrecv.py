@@ -24,13 +24,17 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from storescpd.recvoptions import DCMRECV
 from tests.conftest import Server, dcmtk, run_dcmtk
 from tests.integration.test_dcmtk_parity import split_dumps
+from tests.integration.test_negotiation import APPLICATION_CONTEXT, associate_rq, exchange, item
 
 StartServer = Callable[..., Server]
 MODULE = "storescpd.dcmrecv"
 DEFAULT_CFG = "/etc/dcmtk/storescp.cfg"
 UNKNOWN_CLASS = "1.2.3.4.5.6.7"
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+VERIFICATION = "1.2.840.10008.1.1"
 
 # A profile that also takes a SOP class without a modality code (UNKNOWN, or XX under +fsu).
 TEST_CFG = f"""\
@@ -225,6 +229,23 @@ def test_the_default_profile_of_dcmtk(
 
 # --- command lines ------------------------------------------------------------------------------
 
+
+def test_the_same_option_names_as_dcmrecv() -> None:
+    """Every option dcmrecv lists, with its short name, and no other."""
+    usage = subprocess.run([dcmtk("dcmrecv"), "--help"], capture_output=True, text=True,
+                           timeout=30, check=False).stdout  # fmt: skip
+    theirs = set()
+    for line in usage.splitlines():
+        words = line.split()
+        names = [w for w in words[:2] if re.fullmatch(r"--[a-z0-9-]+", w)]
+        theirs.update(names[:1])
+    assert theirs == set(DCMRECV.by_long)
+    for line in usage.splitlines():
+        words = line.split()
+        if len(words) > 1 and words[1].startswith("--") and words[1] in DCMRECV.by_long:
+            assert DCMRECV.by_long[words[1]].short == words[0], words[1]
+
+
 BAD_COMMAND_LINES = [
     ["--fork", "11112"],
     ["-xcr", "x", "11112"],
@@ -320,3 +341,37 @@ def test_port_in_use_exits_64(tmp_path: Path) -> None:
     assert ours == theirs
     assert theirs == (64, f"F: cannot start SCP and listen on port {port}: "
                           "TCP Initialization Error: Address already in use")  # fmt: skip
+
+
+# --- association rejects (SPEC §12.4) -----------------------------------------------------------
+
+BAD_APPLICATION_CONTEXT = item(0x10, b"1.2.840.10008.3.1.1.9")  # as long as the real one
+
+
+@pytest.mark.parametrize(
+    ("profile", "abstract_syntax", "bad_context", "expected"),
+    [
+        (False, CT_IMAGE_STORAGE, False, (1, 1, 1)),  # no -xf: storage is never acceptable
+        (False, VERIFICATION, False, (1, 1, 1)),  # nor Explicit VR: only Implicit VR LE
+        (True, UNKNOWN_CLASS + ".9", False, (1, 1, 1)),  # a class the profile lacks
+        (True, CT_IMAGE_STORAGE, True, (2, 1, 2)),  # transient, unlike storescp
+    ],
+    ids=["no-profile-ct", "no-profile-explicit-echo", "class-not-in-profile", "bad-app-context"],
+)
+def test_rejects_as_dcmrecv(
+    servers: Callable[..., tuple[Server, Server]], test_cfg: str, profile: bool,
+    abstract_syntax: str, bad_context: bool, expected: tuple[int, int, int],
+) -> None:  # fmt: skip
+    rq = associate_rq(abstract_syntax=abstract_syntax)
+    if bad_context:
+        rq = rq.replace(item(0x10, APPLICATION_CONTEXT), BAD_APPLICATION_CONTEXT)
+    ours, theirs = servers(["-xf", test_cfg, "Test"] if profile else [])
+    assert exchange(ours, rq).reject == exchange(theirs, rq).reject == expected
+
+
+def test_a_proposal_with_an_acceptable_context_is_accepted(
+    servers: Callable[..., tuple[Server, Server]], test_cfg: str
+) -> None:
+    rq = associate_rq(abstract_syntax=CT_IMAGE_STORAGE)
+    ours, theirs = servers(["-xf", test_cfg, "Test"])
+    assert exchange(ours, rq).pdu_type == exchange(theirs, rq).pdu_type == 0x02
