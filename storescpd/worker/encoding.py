@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Final, TypeAlias
 
 from pydicom.datadict import dictionary_VR, private_dictionary_VR
+from pydicom.uid import generate_uid
 
 from storescpd.worker.meta import preamble_and_meta
 
@@ -28,6 +29,8 @@ IMPLICIT_LE: Final = "1.2.840.10008.1.2"
 EXPLICIT_LE: Final = "1.2.840.10008.1.2.1"
 DEFLATED_LE: Final = "1.2.840.10008.1.2.1.99"
 EXPLICIT_BE: Final = "1.2.840.10008.1.2.2"
+PRIVATE_GENERIC_FILE_SOP_CLASS: Final = "1.2.276.0.7230010.3.1.0.1"
+"""DCMTK's SOP class for a file whose data set has none (its dcmuid.h, a fact we match)."""
 WRITE_XFER: Final = {
     "little": EXPLICIT_LE,
     "big": EXPLICIT_BE,
@@ -623,8 +626,12 @@ def _write(
     ident = _identity(elements, data, raw, fmt.convert_un)
     meta = b""
     if fmt.write_file:
+        # DCMTK fills what the data set lacks: its private generic class and a new UID
         meta = preamble_and_meta(
-            ident.sop_class_uid or "", ident.sop_instance_uid or "", out_ts, source_ae_title
+            ident.sop_class_uid or PRIVATE_GENERIC_FILE_SOP_CLASS,
+            ident.sop_instance_uid or str(generate_uid()),
+            out_ts,
+            source_ae_title,
         )
         out.write(meta)
     if raw:

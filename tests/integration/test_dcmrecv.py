@@ -25,7 +25,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from storescpd.recvoptions import DCMRECV
-from tests.conftest import Server, dcmtk, run_dcmtk
+from tests.conftest import Server, dcmtk, pydicom_test_files, run_dcmtk
 from tests.integration.test_dcmtk_parity import split_dumps
 from tests.integration.test_negotiation import APPLICATION_CONTEXT, associate_rq, exchange, item
 
@@ -68,6 +68,7 @@ OPTION_SETS: dict[str, tuple[str, ...]] = {
     "+B": ("+B",),
     "--ignore": ("--ignore",),
     "-aet -uca +fd": ("-aet", "OTHER", "-uca", "+fd"),
+    "network options": ("-ta", "5", "-td", "5", "-pdu", "8192", "-dhl", "+v", "-v"),
 }
 
 # What differs from run to run by design (SPEC §12.2, §12.3), masked in relative paths.
@@ -375,3 +376,25 @@ def test_a_proposal_with_an_acceptable_context_is_accepted(
     rq = associate_rq(abstract_syntax=CT_IMAGE_STORAGE)
     ours, theirs = servers(["-xf", test_cfg, "Test"])
     assert exchange(ours, rq).pdu_type == exchange(theirs, rq).pdu_type == 0x02
+
+
+# --- every bundled file -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option_set", [(), ("+B",), ("+fsu", "+ssd")], ids=" ".join)
+def test_every_bundled_file_as_dcmrecv_stores_it(
+    option_set: tuple[str, ...], servers: Callable[..., tuple[Server, Server]]
+) -> None:
+    """All of pydicom's test files through dcmsend under DCMTK's AllDICOM profile: the same
+    per-file outcome, names and contents as dcmrecv (files neither side takes stay out)."""
+    files = [str(p) for p in pydicom_test_files()]
+    ours, theirs = servers(["-xf", DEFAULT_CFG, "AllDICOM", *option_set])
+    sent = [run_dcmtk("dcmsend", "-v", "--no-halt", "127.0.0.1", str(s.port), *files,
+                      timeout=300) for s in (ours, theirs)]  # fmt: skip
+    assert transcript(sent[0]) == transcript(sent[1]), ours.log
+    assert sent[0].returncode == sent[1].returncode
+    mine, reference = output(ours.od), output(theirs.od)
+    assert sum(len(dumps) for dumps in reference.values()) > 50
+    assert sorted(mine) == sorted(reference)
+    different = [name for name in reference if mine[name] != reference[name]]
+    assert not different, different
