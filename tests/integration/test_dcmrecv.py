@@ -28,6 +28,7 @@ from storescpd.recvoptions import DCMRECV
 from tests.conftest import Server, dcmtk, pydicom_test_files, run_dcmtk
 from tests.integration.test_dcmtk_parity import split_dumps
 from tests.integration.test_negotiation import APPLICATION_CONTEXT, associate_rq, exchange, item
+from tests.integration.test_safety import associate, ct_data_set, encode_explicit_le
 
 StartServer = Callable[..., Server]
 MODULE = "storescpd.dcmrecv"
@@ -398,3 +399,37 @@ def test_every_bundled_file_as_dcmrecv_stores_it(
     assert sorted(mine) == sorted(reference)
     different = [name for name in reference if mine[name] != reference[name]]
     assert not different, different
+
+
+# --- C-STORE statuses (SPEC §12.4) --------------------------------------------------------------
+
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+
+
+@pytest.mark.parametrize(
+    ("request_class", "request_instance", "data_set_instance"),
+    [
+        (CT_IMAGE_STORAGE, "1.2.3.40", "1.2.3.40"),  # the usual store
+        (CT_IMAGE_STORAGE, "1.2.3.41", "1.2.3.99"),  # instance UIDs differ
+        (MR_IMAGE_STORAGE, "1.2.3.42", "1.2.3.42"),  # a CT on the MR context
+    ],
+    ids=["matching", "instance-differs", "class-differs"],
+)
+def test_store_statuses_and_files_as_dcmrecv(
+    servers: Callable[..., tuple[Server, Server]], test_cfg: str, ct_small: Path,
+    request_class: str, request_instance: str, data_set_instance: str,
+) -> None:  # fmt: skip
+    """dcmrecv makes no UID checks: what it answers, and the file it keeps, for stores whose
+    request and data set disagree."""
+    data = encode_explicit_le(ct_data_set(ct_small, data_set_instance))
+    outcomes = []
+    for server in servers(["-xf", test_cfg, "Test"]):
+        with associate(server, (CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, VERIFICATION)) as peer:
+            status = peer.store(request_class, request_instance, data)
+            echo = peer.echo()
+        outcomes.append((status, echo, sorted(output(server.od))))
+    assert outcomes[0] == outcomes[1]
+    status, echo, names = outcomes[1]
+    assert (status, echo) == (0x0000, 0x0000)
+    prefix = "MR" if request_class == MR_IMAGE_STORAGE else "CT"
+    assert names == [f"{prefix}.{request_instance}"]
