@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Final, TextIO
 
@@ -148,7 +148,7 @@ def _tls(
     accumulate: bool = False,
 ) -> Opt:
     return Opt(short, long, values, value_help, text, group, dest="tls." + dest, const=const,
-               block=block, later=True, accumulate=accumulate)  # fmt: skip
+               block=block, accumulate=accumulate)  # fmt: skip
 
 
 OPTIONS: Final[tuple[Opt, ...]] = (
@@ -291,7 +291,7 @@ OPTIONS: Final[tuple[Opt, ...]] = (
         group=NETWORK, dest="promiscuous"),
     Opt("-up", "--uid-padding", help="ignore one trailing space in data set UIDs",
         group=NETWORK, dest="uid_padding"),
-    # TLS (SPEC §2.6, §10): all of it is later work except the default -tls
+    # TLS (SPEC §2.6, §10; storescpd/tls.py)
     Opt("-tls", "--disable-tls", help="plain TCP connections (default)", group=TLS_STACK,
         dest="tls.files", const=None, block="tls"),
     _tls("+tls", "--enable-tls", "accept TLS connections only, with key p and\ncertificate c",
@@ -328,7 +328,7 @@ OPTIONS: Final[tuple[Opt, ...]] = (
     _tls("+pn", "--profile-null", "authenticated but unencrypted profile\n(retired, IHE ATNA)",
          "profile", "null", group=TLS_PROFILE, block="profile"),
     Opt("+cc", "--list-ciphers", help="list the supported cipher suites and exit",
-        group=TLS_CIPHERS, exclusive=True, later=True),
+        group=TLS_CIPHERS, exclusive=True),
     _tls("+cs", "--cipher", "also offer cipher suite c\n(not with --profile-bcp195-ex)",
          "ciphers", group=TLS_CIPHERS, values=1, value_help="[c]ipher suite name: string",
          accumulate=True),
@@ -498,7 +498,7 @@ class TlsOptions:
 
     private_key_file: str
     certificate_file: str
-    password: str | None = None  # None: ask on the terminal (+ps)
+    password: str | None = field(default=None, repr=False)  # None: ask on the terminal (+ps)
     key_format: str = "pem"  # "pem" | "der"
     cert_files: tuple[str, ...] = ()  # command-line order (DCMTK loads them right to left)
     cert_dirs: tuple[str, ...] = ()
