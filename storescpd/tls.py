@@ -355,38 +355,37 @@ def _write_private(path: str, text: str) -> None:
         f.write(text)
 
 
-def handshake(context: ssl.SSLContext, sock: socket.socket, timeout: float) -> ssl.SSLSocket:
-    """The server side of the TLS handshake on ``sock``, done within ``timeout`` seconds in all
-    (a peer that sends its hello a byte at a time cannot stretch it); the socket comes back
-    blocking with ``sock``'s timeout.
+def wrap(context: ssl.SSLContext, sock: socket.socket) -> ssl.SSLSocket:
+    """``sock`` (now detached) as the server side of a TLS connection yet to shake hands."""
+    return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+
+
+def handshake(tls_sock: ssl.SSLSocket, timeout: float) -> None:
+    """Do the handshake on a :func:`wrap`-ped socket within ``timeout`` seconds in all (a peer
+    that sends its hello a byte at a time cannot stretch it); the socket's own timeout is kept
+    for what follows. On failure the caller closes the socket (after saying why).
 
     Raises
     ------
     ssl.SSLError, OSError
         The handshake failed; ``TimeoutError`` when it did not finish in time.
     """
-    previous = sock.gettimeout()
-    tls_sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    previous = tls_sock.gettimeout()
     tls_sock.setblocking(False)
     deadline = time.monotonic() + timeout
     wanted: tuple[list[ssl.SSLSocket], list[ssl.SSLSocket]]
-    try:
-        while True:
-            try:
-                tls_sock.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                wanted = ([tls_sock], [])
-            except ssl.SSLWantWriteError:
-                wanted = ([], [tls_sock])
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not any(select.select(*wanted, [], remaining)):
-                raise TimeoutError(f"no TLS handshake within {timeout:g} s")
-    except BaseException:
-        tls_sock.close()
-        raise
+    while True:
+        try:
+            tls_sock.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            wanted = ([tls_sock], [])
+        except ssl.SSLWantWriteError:
+            wanted = ([], [tls_sock])
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not any(select.select(*wanted, [], remaining)):
+            raise TimeoutError(f"no TLS handshake within {timeout:g} s")
     tls_sock.settimeout(previous)
-    return tls_sock
 
 
 def failure_reason(err: BaseException) -> str:

@@ -253,15 +253,16 @@ class Acceptor:
         """TLS before any DICOM byte, bounded by the ACSE timeout; a failure costs only this
         connection (SPEC §10)."""
         assert self.tls_context is not None
+        secured = tls.wrap(self.tls_context, sock)
         try:
-            secured = tls.handshake(self.tls_context, sock, self.opts.acse_timeout)
+            tls.handshake(secured, self.opts.acse_timeout)
         except (ssl.SSLError, OSError) as err:
             log.error(
                 "Receiving Association failed: TLS handshake with %s failed: %s",
                 peer[0],
                 tls.failure_reason(err),
             )
-            _close(sock)
+            _close(secured)
             return None
         log.info("TLS connection from %s: %s", peer[0], tls.describe(secured))
         return secured if self._tls_peer_speaks(secured, peer) else None

@@ -14,17 +14,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port, poll_until, run_dcmtk
-from tests.integration.test_modes import (  # noqa: F401 (socket_activate is a fixture)
-    make_instances,
-    socket_activate,
-    stored,
-)
+from tests.integration.test_modes import make_instances, stored
 
 PASSWORD = "s3cret-Pa55"
 
@@ -32,6 +29,7 @@ PASSWORD = "s3cret-Pa55"
 @dataclass(frozen=True)
 class Pki:
     ca: Path
+    ca_key: Path
     server_key: Path
     server_cert: Path
     client_key: Path
@@ -77,7 +75,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     encrypted = folder / "server-encrypted.key"
     openssl("pkey", "-in", str(server_key), "-aes256", "-passout", f"pass:{PASSWORD}",
             "-out", str(encrypted))  # fmt: skip
-    return Pki(ca, server_key, server_cert, client_key, client_cert, encrypted)
+    return Pki(ca, ca_key, server_key, server_cert, client_key, client_cert, encrypted)
 
 
 def store(port: int, pki: Pki, files: list[Path]) -> subprocess.CompletedProcess[str]:
@@ -105,8 +103,18 @@ def test_storescu_stores_over_tls(
     assert "peer commonName=client" in server.log
 
 
+@pytest.fixture
+def activator() -> Iterator[list[subprocess.Popen[str]]]:
+    """systemd-socket-activate processes, stopped after the test."""
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
 def test_inetd_mode_does_the_handshake(
-    socket_activate: list[subprocess.Popen[str]], pki: Pki, ct_small: Path, tmp_path: Path
+    activator: list[subprocess.Popen[str]], pki: Pki, ct_small: Path, tmp_path: Path
 ) -> None:
     tool = shutil.which("systemd-socket-activate")
     if tool is None:
@@ -123,7 +131,7 @@ def test_inetd_mode_does_the_handshake(
          *pki.server(), "-od", str(od)],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    socket_activate.append(proc)
+    activator.append(proc)
     assert proc.stderr is not None
     assert "Listening on" in proc.stderr.readline()
     assert echo(port).returncode != 0  # plain TCP: that one process ends, the next is fresh
@@ -278,6 +286,8 @@ def s_client(port: int, *args: str) -> str:
         ("+pz", "-tls1_2", "Cipher is DHE-RSA-AES256-GCM-SHA384"),
         ("+pa", "-tls1_2", "Cipher is AES128-SHA"),
         ("+pn", "-tls1_2", "Cipher is NULL-SHA"),
+        ("+px", "-tls1", "Cipher is AES128-SHA"),
+        ("+py", "-tls1", "alert protocol version"),
     ],
 )  # fmt: skip
 def test_profiles_versions_and_suites(
@@ -315,3 +325,33 @@ def test_hup_reloads_the_key_and_keeps_the_old_one_if_broken(
     assert "HUP: serving new associations with the re-read options" in server.log
     assert echo(server.port, *pki.client()).returncode == 0
     assert server.stop(signal.SIGTERM) == 0
+
+
+CA_CONFIG = """\
+[ca]
+default_ca = test
+[test]
+database = {folder}/index.txt
+crlnumber = {folder}/crlnumber
+default_md = sha256
+default_crl_days = 2
+"""
+
+
+def test_revoked_client_certificate_is_refused_with_crl(
+    storescpd, pki: Pki, tmp_path: Path
+) -> None:
+    revoked_key, revoked_cert = _signed_pair(tmp_path, "revoked", pki.ca, pki.ca_key)
+    config = tmp_path / "ca.cnf"
+    config.write_text(CA_CONFIG.format(folder=tmp_path))
+    (tmp_path / "index.txt").write_text("")
+    (tmp_path / "crlnumber").write_text("01\n")
+    ca = ["-config", str(config), "-keyfile", str(pki.ca_key), "-cert", str(pki.ca)]
+    openssl("ca", *ca, "-revoke", str(revoked_cert))
+    crl = tmp_path / "crl.pem"
+    openssl("ca", *ca, "-gencrl", "-out", str(crl))
+    server = storescpd([*pki.server("+crl", str(crl)), "--workers", "1"])
+    revoked = ["+tls", str(revoked_key), str(revoked_cert), "+cf", str(pki.ca)]
+    assert echo(server.port, *revoked).returncode != 0
+    poll_until(lambda: "certificate revoked" in server.log, 10, "the refusal in the log")
+    assert echo(server.port, *pki.client()).returncode == 0
