@@ -123,6 +123,7 @@ ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
 _ALL = "ALL:COMPLEMENTOFALL:@SECLEVEL=0"
 PEER_CERT = {"require": ssl.CERT_REQUIRED, "verify": ssl.CERT_OPTIONAL, "ignore": ssl.CERT_NONE}
 SEED_BYTES = 1024
+MIN_DH_BITS = 2048
 
 
 class TlsError(Exception):
@@ -209,22 +210,72 @@ def create_context(tls: TlsOptions, ask: TerminalPassword | None = None) -> ssl.
     context.verify_mode = PEER_CERT[tls.peer_cert]
     _seed(tls)
     _load_trust(context, tls)
-    _load_dh_params(context, tls.dhparam)
+    _load_dh_params(context, tls.dhparam, tls.profile)
     _load_identity(context, tls, ask)
     return context
 
 
-def _load_dh_params(context: ssl.SSLContext, name: str | None) -> None:
+def _load_dh_params(context: ssl.SSLContext, name: str | None, profile: str) -> None:
     if name is not None:
+        bits = dh_prime_bits(name)
+        if bits is not None and bits < MIN_DH_BITS:
+            log.warning("DH parameter file '%s' has only %d bits (BCP 195: at least %d)",
+                        name, bits, MIN_DH_BITS)  # fmt: skip
         try:
+            if bits is not None and bits < MIN_DH_BITS and profile == "bcp195-ex":
+                raise ValueError("too short for the extended BCP 195 profile")
             context.load_dh_params(name)
             return
-        except (OSError, ssl.SSLError):
+        except (OSError, ssl.SSLError, ValueError):
             log.warning("unable to load temporary DH parameter file '%s', ignoring", name)
     with tempfile.TemporaryDirectory(prefix="storescpd-tls-") as folder:
         path = os.path.join(folder, "ffdhe2048.pem")
         _write_private(path, FFDHE2048)
         context.load_dh_params(path)
+
+
+def dh_prime_bits(name: str) -> int | None:
+    """The size of the prime in a PEM ``DH PARAMETERS`` file (``None`` if it cannot be read):
+    the DER is ``SEQUENCE { INTEGER p, INTEGER g, ... }``."""
+    try:
+        with open(name, encoding="ascii", errors="replace") as f:
+            text = f.read()
+        body = text.split("-----BEGIN DH PARAMETERS-----", 1)[1].split("-----END", 1)[0]
+        der = base64.b64decode("".join(body.split()), validate=True)
+    except (OSError, IndexError, ValueError):
+        return None
+    offset = _der_header(der, 0, 0x30)
+    if offset is None:
+        return None
+    start = _der_header(der, offset, 0x02)
+    if start is None:
+        return None
+    length = _der_length(der, offset + 1)
+    if length is None:
+        return None
+    prime = der[start : start + length[0]].lstrip(b"\0")
+    return int.from_bytes(prime, "big").bit_length() if prime else None
+
+
+def _der_header(der: bytes, offset: int, tag: int) -> int | None:
+    """Where the contents of the element with ``tag`` at ``offset`` start."""
+    if offset >= len(der) or der[offset] != tag:
+        return None
+    length = _der_length(der, offset + 1)
+    return None if length is None else offset + 1 + length[1]
+
+
+def _der_length(der: bytes, offset: int) -> tuple[int, int] | None:
+    """(content length, bytes the length field takes) at ``offset``."""
+    if offset >= len(der):
+        return None
+    first = der[offset]
+    if first < 0x80:
+        return first, 1
+    count = first & 0x7F
+    if count == 0 or offset + 1 + count > len(der):
+        return None
+    return int.from_bytes(der[offset + 1 : offset + 1 + count], "big"), 1 + count
 
 
 def _seed(tls: TlsOptions) -> None:

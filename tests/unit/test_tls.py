@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import socket
 import ssl
 import time
@@ -87,8 +89,6 @@ def test_available_suites_are_in_table_order() -> None:
 
 
 def test_list_ciphers_output() -> None:
-    import io
-
     out = io.StringIO()
     assert tls.list_ciphers(out) == 0
     lines = out.getvalue().splitlines()
@@ -144,3 +144,33 @@ def test_failure_reasons() -> None:
         "no TLS handshake within 2 s"
     )
     assert tls.failure_reason(ConnectionResetError()) == "connection closed during the handshake"
+
+
+def _dh_pem(prime: int) -> str:
+    def integer(value: int) -> bytes:
+        body = value.to_bytes(value.bit_length() // 8 + 1, "big")  # a leading 0: positive
+        return b"\x02" + _length(len(body)) + body
+
+    def _length(n: int) -> bytes:
+        return bytes([n]) if n < 0x80 else b"\x82" + n.to_bytes(2, "big")
+
+    content = integer(prime) + integer(2)
+    der = b"\x30" + _length(len(content)) + content
+    body = base64.encodebytes(der).decode()
+    return f"-----BEGIN DH PARAMETERS-----\n{body}-----END DH PARAMETERS-----\n"
+
+
+@pytest.mark.parametrize("bits", [512, 1024, 2048, 4096])
+def test_dh_prime_bits(tmp_path, bits: int) -> None:
+    path = tmp_path / "dh.pem"
+    path.write_text(_dh_pem(2 ** (bits - 1) + 1))
+    assert tls.dh_prime_bits(str(path)) == bits
+
+
+def test_dh_prime_bits_of_the_built_in_group_and_of_other_files(tmp_path) -> None:
+    path = tmp_path / "ffdhe2048.pem"
+    path.write_text(tls.FFDHE2048)
+    assert tls.dh_prime_bits(str(path)) == 2048
+    path.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    assert tls.dh_prime_bits(str(path)) is None
+    assert tls.dh_prime_bits(str(tmp_path / "missing.pem")) is None
