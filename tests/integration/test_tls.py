@@ -355,3 +355,24 @@ def test_revoked_client_certificate_is_refused_with_crl(
     assert echo(server.port, *revoked).returncode != 0
     poll_until(lambda: "certificate revoked" in server.log, 10, "the refusal in the log")
     assert echo(server.port, *pki.client()).returncode == 0
+
+
+@pytest.mark.parametrize("convert", [["pkey"], ["rsa", "-traditional"]], ids=["pkcs8", "pkcs1"])
+def test_der_key_and_certificates(storescpd, pki: Pki, tmp_path: Path, convert: list[str]) -> None:
+    key, cert, ca = tmp_path / "server.der", tmp_path / "server.crt", tmp_path / "ca.der"
+    openssl(*convert, "-in", str(pki.server_key), "-outform", "DER", "-out", str(key))
+    openssl("x509", "-in", str(pki.server_cert), "-outform", "DER", "-out", str(cert))
+    openssl("x509", "-in", str(pki.ca), "-outform", "DER", "-out", str(ca))
+    server = storescpd(["+tls", str(key), str(cert), "-der", "+cf", str(ca)])
+    answered = echo(server.port, *pki.client())
+    assert answered.returncode == 0, answered.stderr + server.log
+
+
+def test_seed_file_is_rewritten_after_each_association(storescpd, pki: Pki, tmp_path: Path) -> None:
+    seed = tmp_path / "seed"
+    seed.write_bytes(b"\0" * 1024)
+    server = storescpd([*pki.server("+rs", str(seed), "+ws"), "--fork"])
+    assert echo(server.port, *pki.client()).returncode == 0
+    poll_until(lambda: seed.read_bytes() != b"\0" * 1024, 10, "the seed file to be rewritten")
+    assert len(seed.read_bytes()) == 1024
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("seed")] == ["seed"]
