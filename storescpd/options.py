@@ -1147,9 +1147,10 @@ def run_command_line(
 
     Returns the :class:`Options` to serve with, or the exit status to stop with: 0 after
     usage (``--help`` or no arguments) or ``--version`` on stdout, 1 after an error on stderr
-    (not printed when DCMTK would stay silent). ``--list-ciphers`` is later work: it calls
-    ``list_ciphers(stdout)`` and returns its status when the caller passes one, else it is
-    reported as an error ("--list-ciphers is not supported yet", status 1).
+    (not printed when DCMTK would stay silent). ``--list-ciphers`` calls
+    ``list_ciphers(stdout)`` (the CLI passes :func:`storescpd.tls.list_ciphers`; this module
+    stays free of ``ssl``) and returns its status; without one it is reported as an error
+    ("--list-ciphers is not supported yet", status 1).
     """
     try:
         return parse(argv)
