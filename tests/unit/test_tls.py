@@ -1,4 +1,5 @@
-"""storescpd.tls: profiles, suite names, the +ps password, the bounded handshake."""
+"""storescpd.tlsprofiles and storescpd.tls: profiles, suite names, the +ps password, the
+bounded handshake."""
 
 from __future__ import annotations
 
@@ -10,16 +11,20 @@ import time
 
 import pytest
 
-from storescpd import tls
+from storescpd import tls, tlsprofiles
 from storescpd.options import OPTIONS, TlsOptions
 
 TLS = TlsOptions("server.key", "server.pem")
 
 
+def cipher_string(options: TlsOptions) -> str:
+    return tlsprofiles.cipher_string(options, tls.available_suites())
+
+
 def test_every_profile_option_has_a_profile() -> None:
     consts = {o.const for o in OPTIONS if o.dest == "tls.profile"}
-    assert consts == set(tls.PROFILES)
-    assert TLS.profile in tls.PROFILES
+    assert consts == set(tlsprofiles.PROFILES)
+    assert TLS.profile in tlsprofiles.PROFILES
 
 
 @pytest.mark.parametrize(
@@ -34,28 +39,26 @@ def test_every_profile_option_has_a_profile() -> None:
     ],
 )  # fmt: skip
 def test_profiles(profile: str, first: str, minimum: object, maximum: object) -> None:
-    chosen = tls.PROFILES[profile]
+    chosen = tlsprofiles.PROFILES[profile]
     assert (chosen.minimum, chosen.maximum) == (minimum, maximum)
-    text = tls.cipher_string(TlsOptions("k", "c", profile=profile))
+    text = cipher_string(TlsOptions("k", "c", profile=profile))
     assert text.split(":")[0] == first
     assert text.endswith(":@SECLEVEL=0")
 
 
 def test_every_profile_suite_is_known_by_its_tls_name() -> None:
-    openssl_names = {openssl for _, openssl in tls.SUITES}
-    for profile in tls.PROFILES.values():
+    openssl_names = {openssl for _, openssl in tlsprofiles.SUITES}
+    for profile in tlsprofiles.PROFILES.values():
         assert set(profile.suites) <= openssl_names, profile.title
 
 
 def test_cipher_adds_a_suite_by_its_tls_name() -> None:
-    text = tls.cipher_string(
+    text = cipher_string(
         TlsOptions("k", "c", ciphers=("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",))
     )
     assert "ECDHE-RSA-CHACHA20-POLY1305" in text.split(":")
-    again = tls.cipher_string(
-        TlsOptions("k", "c", ciphers=("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",))
-    )
-    assert again == tls.cipher_string(TLS)  # already offered: not twice
+    again = cipher_string(TlsOptions("k", "c", ciphers=("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",)))
+    assert again == cipher_string(TLS)  # already offered: not twice
 
 
 @pytest.mark.parametrize(
@@ -69,20 +72,18 @@ def test_cipher_adds_a_suite_by_its_tls_name() -> None:
     ],
 )  # fmt: skip
 def test_cipher_errors(profile: str, cipher: str, message: str) -> None:
-    with pytest.raises(tls.TlsError) as raised:
-        tls.cipher_string(TlsOptions("k", "c", profile=profile, ciphers=(cipher,)))
+    with pytest.raises(tlsprofiles.TlsError) as raised:
+        cipher_string(TlsOptions("k", "c", profile=profile, ciphers=(cipher,)))
     assert str(raised.value) == message
 
 
 def test_null_suite_is_allowed_with_the_null_profile() -> None:
-    text = tls.cipher_string(
-        TlsOptions("k", "c", profile="null", ciphers=("TLS_RSA_WITH_NULL_SHA",))
-    )
+    text = cipher_string(TlsOptions("k", "c", profile="null", ciphers=("TLS_RSA_WITH_NULL_SHA",)))
     assert text == "NULL-SHA:@SECLEVEL=0"
 
 
 def test_available_suites_are_in_table_order() -> None:
-    names = [name for name, _ in tls.SUITES]
+    names = [name for name, _ in tlsprofiles.SUITES]
     available = tls.available_suites()
     assert "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" in available
     assert available == [name for name in names if name in available]
@@ -115,7 +116,7 @@ def test_password_is_not_in_the_options_repr() -> None:
 
 def _server_context() -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.set_ciphers(tls.cipher_string(TLS))
+    context.set_ciphers(cipher_string(TLS))
     return context
 
 
@@ -161,16 +162,20 @@ def _dh_pem(prime: int) -> str:
 
 
 @pytest.mark.parametrize("bits", [512, 1024, 2048, 4096])
-def test_dh_prime_bits(tmp_path, bits: int) -> None:
-    path = tmp_path / "dh.pem"
-    path.write_text(_dh_pem(2 ** (bits - 1) + 1))
-    assert tls.dh_prime_bits(str(path)) == bits
+def test_dh_prime_bits(bits: int) -> None:
+    assert tlsprofiles.dh_prime_bits(_dh_pem(2 ** (bits - 1) + 1)) == bits
 
 
-def test_dh_prime_bits_of_the_built_in_group_and_of_other_files(tmp_path) -> None:
-    path = tmp_path / "ffdhe2048.pem"
-    path.write_text(tls.FFDHE2048)
-    assert tls.dh_prime_bits(str(path)) == 2048
-    path.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
-    assert tls.dh_prime_bits(str(path)) is None
-    assert tls.dh_prime_bits(str(tmp_path / "missing.pem")) is None
+@pytest.mark.parametrize(
+    "text",
+    ["-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+     "-----BEGIN DH PARAMETERS-----\nnot base64!\n-----END DH PARAMETERS-----\n",
+     "-----BEGIN DH PARAMETERS-----\nAgEC\n-----END DH PARAMETERS-----\n",  # no SEQUENCE
+     ""],
+)  # fmt: skip
+def test_dh_prime_bits_of_other_text(text: str) -> None:
+    assert tlsprofiles.dh_prime_bits(text) is None
+
+
+def test_dh_prime_bits_of_the_built_in_group() -> None:
+    assert tlsprofiles.dh_prime_bits(tlsprofiles.FFDHE2048) == 2048
