@@ -334,11 +334,14 @@ OPTIONS: Final[tuple[Opt, ...]] = (
          accumulate=True),
     _tls("+dp", "--dhparam", "read Diffie-Hellman parameters from file f", "dhparam",
          group=TLS_CIPHERS, values=1, value_help=_FILE),
-    _tls("+rs", "--seed", "seed the random generator from file f", "seed", group=TLS_SEED,
+    _tls("+rs", "--seed", "add file f to the random generator's seed\n(OpenSSL 3 seeds itself)",
+         "seed", group=TLS_SEED,
          values=1, value_help=_FILE),
-    _tls("+ws", "--write-seed", "write the updated seed back (only with --seed)",
+    _tls("+ws", "--write-seed", "rewrite the seed file after each association\n"
+         "(only with --seed)",
          "write_seed_file", group=TLS_SEED, block="write-seed"),
-    _tls("+wf", "--write-seed-file", "write the updated seed to file f", "write_seed_file",
+    _tls("+wf", "--write-seed-file", "write a new seed to file f after each association",
+         "write_seed_file",
          group=TLS_SEED, values=1, value_help=_FILE + " (only with --seed)",
          block="write-seed"),
     _tls("-rc", "--require-peer-cert", "verify the peer's certificate, which must be sent\n"
