@@ -236,6 +236,7 @@ class Service:
         else:
             server = SingleProcessServer(sockets, self.acceptor.serve, admit)
         server.reload = self.reload
+        server.reject_in_clear = self.tls_context is None
         if self.events is not None:
             server.companions.add("coordinator", self._coordinator())
         self._server = server
@@ -268,6 +269,7 @@ class Service:
             server.serve = self.acceptor.serve
         if server is not None:
             server.max_associations = opts.max_associations
+            server.reject_in_clear = self.tls_context is None
             if self.events is not None:
                 server.companions.renew("coordinator", self._coordinator())
         old.close()

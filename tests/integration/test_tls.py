@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, poll_until, run_dcmtk
+from tests.conftest import dcmtk, free_port, poll_until, run_dcmtk
 from tests.integration.test_modes import make_instances, stored
 
 PASSWORD = "s3cret-Pa55"
@@ -376,3 +376,30 @@ def test_seed_file_is_rewritten_after_each_association(storescpd, pki: Pki, tmp_
     poll_until(lambda: seed.read_bytes() != b"\0" * 1024, 10, "the seed file to be rewritten")
     assert len(seed.read_bytes()) == 1024
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("seed")] == ["seed"]
+
+
+def test_a_full_pool_closes_a_tls_peer_without_clear_text(
+    storescpd, pki: Pki, ct_small: Path
+) -> None:
+    server = storescpd([*pki.server(), "--workers", "1", "--max-workers", "1",
+                        "--sleep-after", "2"])  # fmt: skip
+    holder = subprocess.Popen(
+        [dcmtk("storescu"), *pki.client(), "127.0.0.1", str(server.port), str(ct_small)],
+        env=dict(os.environ, TCP_NODELAY="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        poll_until(lambda: bool(stored(server.od)), 20, "the first store")
+        started = time.monotonic()
+        refused = echo(server.port, *pki.client())
+        assert refused.returncode != 0
+        assert time.monotonic() - started < 2  # at once, not after the holder
+        # Closed, not answered with a clear-text A-ASSOCIATE-RJ that its TLS layer would
+        # misread as a record of a wrong version.
+        assert "wrong version number" not in refused.stderr + refused.stdout
+        assert "all 1 workers busy, rejecting association from 127.0.0.1" in server.log
+    finally:
+        _, err = holder.communicate(timeout=60)
+    assert holder.returncode == 0, err
