@@ -93,6 +93,9 @@ class SingleProcessServer:
         self.admit = admit
         self.max_associations = max_associations
         self.reload: Callable[[], None] | None = None  # what HUP re-reads
+        # With +tls a peer expects a TLS handshake, which only a worker makes: DICOM bytes
+        # in the clear would be garbage to it, so a rejected peer is simply closed.
+        self.reject_in_clear = True
         self.exit_status = 0
         self.stopping = False
         self.hurry = False  # a second stop signal, or QUIT: do not wait for anyone
@@ -206,6 +209,9 @@ class SingleProcessServer:
 
     def _reject(self, conn: socket.socket) -> None:
         """Answer A-ASSOCIATE-RJ (transient, local limit exceeded) without reading the RQ."""
+        if not self.reject_in_clear:
+            conn.close()
+            return
         conn.setblocking(False)
         try:
             conn.send(REJECT_LIMIT_EXCEEDED)
