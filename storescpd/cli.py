@@ -17,11 +17,12 @@ import os
 import pwd
 import secrets
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from storescpd import asconfig, daemonize, listeners, logs, options, recvoptions, sdnotify
+from storescpd import asconfig, daemonize, listeners, logs, options, recvoptions, sdnotify, tls
 from storescpd.access import AccessControl
 from storescpd.events import EventQueue
 from storescpd.exitcodes import ExitCode, RecvExitCode
@@ -78,7 +79,8 @@ def main(argv: Sequence[str] | None = None, program: options.Program | None = No
             inetd_socket = listeners.from_inetd()
         except OSError:
             return ExitCode.INETD_FD
-    parsed = options.run_command_line(args, sys.stdout, sys.stderr, program=program)
+    parsed = options.run_command_line(args, sys.stdout, sys.stderr, tls.list_ciphers,
+                                      program=program)  # fmt: skip
     if isinstance(parsed, int):
         return parsed
     opts = parsed
@@ -95,10 +97,12 @@ def main(argv: Sequence[str] | None = None, program: options.Program | None = No
         _print_arguments(args, program)
     try:
         profile = negotiation_profile(opts)
-        if opts.dcmrecv and profile is None:
-            log.warning("no configuration file specified, "
-                        "SCP will only support the Verification SOP Class")  # fmt: skip
-        return serve(opts, inetd_socket, args, profile)
+        if opts.dcmrecv:
+            if profile is None:
+                log.warning("no configuration file specified, "
+                            "SCP will only support the Verification SOP Class")  # fmt: skip
+            _check_output_directory(opts)  # dcmrecv checks it before the TLS layer
+        return serve(opts, inetd_socket, args, profile, tls_context(opts))
     except StartupError as err:
         if opts.dcmrecv and err.kind in RECV_FAILURES:
             text, status = RECV_FAILURES[err.kind]
@@ -126,11 +130,27 @@ def negotiation_profile(opts: options.Options) -> asconfig.Profile | None:
                            detail=err.message.rstrip()) from None  # fmt: skip
 
 
+TERMINAL_PASSWORD = tls.TerminalPassword()
+"""``+ps``: asked at start-up, remembered for HUP reloads."""
+
+
+def tls_context(opts: options.Options) -> ssl.SSLContext | None:
+    """The ``+tls`` context, made before anything is bound and before ``--user`` may take
+    away the right to read the key; the workers inherit it and do the handshakes."""
+    if opts.tls is None:
+        return None
+    try:
+        return tls.create_context(opts.tls, TERMINAL_PASSWORD)
+    except tls.TlsError as err:
+        raise StartupError(str(err), kind="tls") from None
+
+
 def serve(
     opts: options.Options,
     inetd_socket: socket.socket | None = None,
     args: Sequence[str] = (),
     profile: asconfig.Profile | None = None,
+    tls_context: ssl.SSLContext | None = None,
 ) -> int:
     """Check the environment, open the listeners and serve until stopped.
 
@@ -142,8 +162,6 @@ def serve(
     # installed; the master's own modules never import it.
     importlib.import_module("storescpd.worker.process")
     importlib.import_module("storescpd.coordinator")
-    if opts.dcmrecv:
-        _check_output_directory(opts)  # dcmrecv checks it before it listens
     sockets = listeners.inherited()
     if inetd_socket is not None:
         sockets = [inetd_socket]
@@ -162,7 +180,7 @@ def serve(
         daemonize.detach(keep + ([pid_file.fd] if pid_file is not None else []))
     if pid_file is not None:
         pid_file.write()
-    service = Service(opts, args, control, profile)
+    service = Service(opts, args, control, profile, tls_context)
     set_title(f"master [{opts.port or 'inherited'}]")
     try:
         if inetd_socket is not None and not listeners.is_listening(inetd_socket):
@@ -205,12 +223,13 @@ class Service:
         args: Sequence[str],
         control: AccessControl | None,
         profile: asconfig.Profile | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
-
         self.opts = opts
         self.args = list(args)
         self.control = control
         self.profile = profile
+        self.tls_context = tls_context
         self.heartbeats = Heartbeats() if opts.workers else None
         self.events = _event_queue(opts)
         self.generation = secrets.token_hex(8)
@@ -220,7 +239,7 @@ class Service:
     def _acceptor(self, opts: options.Options) -> Acceptor:
         from storescpd.worker.acceptor import Acceptor
 
-        acceptor = Acceptor(opts, self.profile)
+        acceptor = Acceptor(opts, self.profile, self.tls_context)
         acceptor.announce.events = self.events
         return acceptor
 
@@ -256,6 +275,7 @@ class Service:
         else:
             server = SingleProcessServer(sockets, self.acceptor.serve, admit)
         server.reload = self.reload
+        server.reject_in_clear = self.tls_context is None
         if self.events is not None:
             server.companions.add("coordinator", self._coordinator())
         self._server = server
@@ -269,8 +289,9 @@ class Service:
         return functools.partial(run_pool_worker, self.acceptor, limits, self.heartbeats)
 
     def reload(self) -> None:
-        """HUP: re-read hosts files, parse the command line (and its @files) again, and serve
-        new associations with the result; on any error keep serving as before."""
+        """HUP: re-read hosts files, parse the command line (and its @files) again, reload the
+        -xf profile and the TLS key, certificates and CRLs, and serve new associations with
+        the result; on any error keep serving as before."""
         if self.control is not None:
             self.control.load()
         opts = self._reparse()
@@ -287,6 +308,7 @@ class Service:
             server.serve = self.acceptor.serve
         if server is not None:
             server.max_associations = opts.max_associations
+            server.reject_in_clear = self.tls_context is None
             if self.events is not None:
                 server.companions.renew("coordinator", self._coordinator())
         old.close()
@@ -301,6 +323,8 @@ class Service:
                 raise options.OptionError(f"{later[0]} is not supported yet")
             _check_output_directory(new)
             profile = negotiation_profile(new)
+            TERMINAL_PASSWORD.interactive = False  # the master must not wait for a terminal
+            context = tls_context(new)
         except options.OptionError as err:
             log.error("HUP: keeping the running options: %s", err.message)
             return None
@@ -320,6 +344,7 @@ class Service:
         if new.log_level != old.log_level and new.log_config is None:
             logs.configure(new.log_level)
         self.profile = profile
+        self.tls_context = context
         return new
 
 
@@ -434,5 +459,8 @@ def _check_output_directory(opts: options.Options) -> None:
 def _print_arguments(args: Sequence[str], program: options.Program) -> None:
     """``--arguments``: one INFO line whatever the log level (SPEC §1.4)."""
     expanded = options.expanded_arguments(args, program)
+    for i, arg in enumerate(expanded[:-1]):
+        if arg == "--use-passwd":  # a key password is never echoed or logged
+            expanded[i + 1] = "*" * 8
     quoted = "".join(f"'{a}' " for a in expanded)
     sys.stderr.write(f"I: calling '{sys.argv[0]}' with {len(expanded)} arguments: {quoted}\n")

@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Final, TextIO
 
@@ -148,7 +148,7 @@ def _tls(
     accumulate: bool = False,
 ) -> Opt:
     return Opt(short, long, values, value_help, text, group, dest="tls." + dest, const=const,
-               block=block, later=True, accumulate=accumulate)  # fmt: skip
+               block=block, accumulate=accumulate)  # fmt: skip
 
 
 OPTIONS: Final[tuple[Opt, ...]] = (
@@ -291,7 +291,7 @@ OPTIONS: Final[tuple[Opt, ...]] = (
         group=NETWORK, dest="promiscuous"),
     Opt("-up", "--uid-padding", help="ignore one trailing space in data set UIDs",
         group=NETWORK, dest="uid_padding"),
-    # TLS (SPEC §2.6, §10): all of it is later work except the default -tls
+    # TLS (SPEC §2.6, §10; storescpd/tls.py)
     Opt("-tls", "--disable-tls", help="plain TCP connections (default)", group=TLS_STACK,
         dest="tls.files", const=None, block="tls"),
     _tls("+tls", "--enable-tls", "accept TLS connections only, with key p and\ncertificate c",
@@ -328,17 +328,20 @@ OPTIONS: Final[tuple[Opt, ...]] = (
     _tls("+pn", "--profile-null", "authenticated but unencrypted profile\n(retired, IHE ATNA)",
          "profile", "null", group=TLS_PROFILE, block="profile"),
     Opt("+cc", "--list-ciphers", help="list the supported cipher suites and exit",
-        group=TLS_CIPHERS, exclusive=True, later=True),
+        group=TLS_CIPHERS, exclusive=True),
     _tls("+cs", "--cipher", "also offer cipher suite c\n(not with --profile-bcp195-ex)",
          "ciphers", group=TLS_CIPHERS, values=1, value_help="[c]ipher suite name: string",
          accumulate=True),
     _tls("+dp", "--dhparam", "read Diffie-Hellman parameters from file f", "dhparam",
          group=TLS_CIPHERS, values=1, value_help=_FILE),
-    _tls("+rs", "--seed", "seed the random generator from file f", "seed", group=TLS_SEED,
+    _tls("+rs", "--seed", "add file f to the random generator's seed\n(OpenSSL 3 seeds itself)",
+         "seed", group=TLS_SEED,
          values=1, value_help=_FILE),
-    _tls("+ws", "--write-seed", "write the updated seed back (only with --seed)",
+    _tls("+ws", "--write-seed", "rewrite the seed file after each association\n"
+         "(only with --seed)",
          "write_seed_file", group=TLS_SEED, block="write-seed"),
-    _tls("+wf", "--write-seed-file", "write the updated seed to file f", "write_seed_file",
+    _tls("+wf", "--write-seed-file", "write a new seed to file f after each association",
+         "write_seed_file",
          group=TLS_SEED, values=1, value_help=_FILE + " (only with --seed)",
          block="write-seed"),
     _tls("-rc", "--require-peer-cert", "verify the peer's certificate, which must be sent\n"
@@ -498,7 +501,7 @@ class TlsOptions:
 
     private_key_file: str
     certificate_file: str
-    password: str | None = None  # None: ask on the terminal (+ps)
+    password: str | None = field(default=None, repr=False)  # None: ask on the terminal (+ps)
     key_format: str = "pem"  # "pem" | "der"
     cert_files: tuple[str, ...] = ()  # command-line order (DCMTK loads them right to left)
     cert_dirs: tuple[str, ...] = ()
@@ -1207,9 +1210,10 @@ def run_command_line(
 
     Returns the :class:`Options` to serve with, or the exit status to stop with: 0 after
     usage (``--help`` or no arguments) or ``--version`` on stdout, 1 after an error on stderr
-    (not printed when DCMTK would stay silent). ``--list-ciphers`` is later work: it calls
-    ``list_ciphers(stdout)`` and returns its status when the caller passes one, else it is
-    reported as an error ("--list-ciphers is not supported yet", status 1).
+    (not printed when DCMTK would stay silent). ``--list-ciphers`` calls
+    ``list_ciphers(stdout)`` (the CLI passes :func:`storescpd.tls.list_ciphers`; this module
+    stays free of ``ssl``) and returns its status; without one it is reported as an error
+    ("--list-ciphers is not supported yet", status 1).
     """
     try:
         return parse(argv, program)

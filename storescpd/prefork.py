@@ -185,6 +185,9 @@ class PoolServer(SingleProcessServer):
         busy = (State.BUSY, State.RETIRING)
         return sum(w.state in busy for w in self.workers.values()) + len(self.pending)
 
+    def _children(self) -> set[int]:
+        return super()._children() | set(self.workers)
+
     # --- accepting and handing off ----------------------------------------------------------
 
     def _dispatch(self, conn: socket.socket, peer: tuple[str, int]) -> None:

@@ -13,6 +13,7 @@ import os
 import select
 import shutil
 import socket
+import ssl
 import sys
 import tempfile
 import time
@@ -29,6 +30,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AssociationServer
 
+from storescpd import tls
 from storescpd.asconfig import Profile
 from storescpd.options import Options
 from storescpd.proctitle import set_title
@@ -69,6 +71,34 @@ class QuickAckSocket(socket.socket):
         self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
+class QuickAckSSLSocket(ssl.SSLSocket):
+    """The TLS counterpart of :class:`QuickAckSocket` (``wrap_socket`` makes a new object),
+    which can also be handed back the first byte read to see whether the peer speaks."""
+
+    _unread = b""
+
+    def unread(self, data: bytes) -> None:
+        self._unread = data + self._unread
+
+    def pending(self) -> int:
+        return len(self._unread) + super().pending()
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        if self._unread:
+            data, self._unread = self._unread[:buflen], self._unread[buflen:]
+            return data
+        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return super().recv(buflen, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        if self._unread:
+            data = self.recv(nbytes or len(buffer))
+            buffer[: len(data)] = data
+            return len(data)
+        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return super().recv_into(buffer, nbytes, flags)
+
+
 class ConnectedSocketServer(AssociationServer):
     """An ``AssociationServer`` that never binds or listens: it only serves given sockets."""
 
@@ -105,10 +135,20 @@ class Acceptor:
         The parsed command line.
     profile : Profile, optional
         The ``-xf`` profile; it replaces the default contexts.
+    tls_context : ssl.SSLContext, optional
+        With ``+tls``: every connection is a TLS one, its handshake done here.
     """
 
-    def __init__(self, opts: Options, profile: Profile | None = None) -> None:
+    def __init__(
+        self,
+        opts: Options,
+        profile: Profile | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.opts = opts
+        self.tls_context = tls_context
+        if tls_context is not None:
+            tls_context.sslsocket_class = QuickAckSSLSocket
         _config.STORE_RECV_CHUNKED_DATASET = True  # large objects never sit in memory
         _config.LOG_HANDLER_LEVEL = "none"  # we log DCMTK's lines ourselves
         # Take the peer's UIDs as they come (DCMTK does): the store handler, not the decoder,
@@ -188,6 +228,11 @@ class Acceptor:
                 )
                 _close(sock)
                 return
+            if self.tls_context is not None:
+                secured = self._handshake(sock, peer)
+                if secured is None:
+                    return
+                sock = secured
             state = _Association()
             server = self.ae.make_server(
                 ("", 0),
@@ -209,6 +254,48 @@ class Acceptor:
                         assoc.kill()
         finally:
             self._sweep_spool()
+            if self.opts.tls is not None:
+                tls.write_seed(self.opts.tls)
+
+    def _handshake(self, sock: socket.socket, peer: tuple[str, int]) -> ssl.SSLSocket | None:
+        """TLS before any DICOM byte, bounded by the ACSE timeout; a failure costs only this
+        connection (SPEC §10)."""
+        assert self.tls_context is not None
+        secured = tls.wrap(self.tls_context, sock)
+        try:
+            tls.handshake(secured, self.opts.acse_timeout)
+        except (ssl.SSLError, OSError) as err:
+            log.error(
+                "Receiving Association failed: TLS handshake with %s failed: %s",
+                peer[0],
+                tls.failure_reason(err),
+            )
+            _close(secured)
+            return None
+        log.info("TLS connection from %s: %s", peer[0], tls.describe(secured))
+        return secured if self._tls_peer_speaks(secured, peer) else None
+
+    def _tls_peer_speaks(self, secured: ssl.SSLSocket, peer: tuple[str, int]) -> bool:
+        # As on plain TCP: a peer that closes or stays silent after the handshake is not an
+        # association (pynetdicom would hold this process for the whole ACSE timeout).
+        timeout = secured.gettimeout()
+        secured.settimeout(self.opts.acse_timeout)
+        try:
+            first = secured.recv(1)
+        except (ssl.SSLError, OSError):
+            first = b""
+        if not first or not isinstance(secured, QuickAckSSLSocket):
+            log.info(
+                "TLS connection from %s closed, or silent for %d s (ACSE timeout), "
+                "before sending anything",
+                peer[0],
+                self.opts.acse_timeout,
+            )
+            _close(secured)
+            return False
+        secured.unread(first)
+        secured.settimeout(timeout)
+        return True
 
     def _prepare(self, sock: socket.socket) -> socket.socket:
         # A socket passed between processes keeps O_NONBLOCK; pynetdicom needs blocking reads

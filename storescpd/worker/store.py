@@ -43,7 +43,12 @@ from storescpd.naming import (
     within,
 )
 from storescpd.options import Options
-from storescpd.studydirs import conc_studies_name, patient_folder_name, study_uid_name
+from storescpd.studydirs import (
+    conc_studies_name,
+    patient_folder_name,
+    patient_name_warning,
+    study_uid_name,
+)
 from storescpd.studyruns import StudyRuns
 from storescpd.worker.encoding import (
     ConversionImpossible,
@@ -246,6 +251,10 @@ class Storage:
         if self.ends_runs_itself and self.last_study and study != self.last_study:
             self.runs.close(self.last_study)
         self.last_study = study
+        if self.opts.sort == "patientname":
+            warning = patient_name_warning(identity.patient_name, identity.specific_character_set)
+            if warning:
+                log.warning("%s", warning)
         try:
             folder, opened = self.runs.folder(
                 study, lambda: self._folder_name(identity, study), discard=self._discard_folder
@@ -281,11 +290,6 @@ class Storage:
     def _folder_name(self, identity: Identity, study: str) -> str:
         if self.opts.sort == "study-uid":
             return study_uid_name(self.opts.sort_prefix, study)
-        if self.opts.sort == "patientname" and not identity.patient_name:
-            log.warning(
-                "element PatientName (0010,0010) absent or empty in data set, "
-                "using 'ANONYMOUS' instead"
-            )
 
         def named(when: datetime) -> str:
             if self.opts.sort == "patientname":

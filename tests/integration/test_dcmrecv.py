@@ -26,12 +26,17 @@ from pydicom.data import get_testdata_file
 
 from storescpd.recvoptions import DCMRECV
 from tests.conftest import Server, dcmtk, pydicom_test_files, run_dcmtk
+from tests.integration import test_tls
 from tests.integration.test_dcmtk_parity import split_dumps
 from tests.integration.test_negotiation import APPLICATION_CONTEXT, associate_rq, exchange, item
 from tests.integration.test_safety import associate, ct_data_set, encode_explicit_le
+from tests.integration.test_tls import Pki
 
 StartServer = Callable[..., Server]
+pki = test_tls.pki  # the test CA, server and client keys of the TLS tests (a fixture)
 MODULE = "storescpd.dcmrecv"
+# so that python -m finds this checkout's storescpd from any working directory
+SOURCE_ENV = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
 DEFAULT_CFG = "/etc/dcmtk/storescp.cfg"
 UNKNOWN_CLASS = "1.2.3.4.5.6.7"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -283,8 +288,8 @@ def error_line(stderr: str) -> str | None:
 def run_both(argv: Sequence[str], cwd: Path) -> list[tuple[int, str | None]]:
     outcomes = []
     for command in ([dcmtk("dcmrecv")], [sys.executable, "-m", MODULE]):
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-        result = subprocess.run([*command, *argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+        result = subprocess.run([*command, *argv], cwd=cwd, env=SOURCE_ENV,
+                                stdin=subprocess.DEVNULL,
                                 capture_output=True, text=True, timeout=30,
                                 check=False)  # fmt: skip
         outcomes.append((result.returncode, error_line(result.stderr)))
@@ -433,3 +438,50 @@ def test_store_statuses_and_files_as_dcmrecv(
     assert (status, echo) == (0x0000, 0x0000)
     prefix = "MR" if request_class == MR_IMAGE_STORAGE else "CT"
     assert names == [f"{prefix}.{request_instance}"]
+
+
+# --- TLS (SPEC §10, §12.5) ----------------------------------------------------------------------
+
+
+def test_tls_stores_as_dcmrecv(
+    servers: Callable[..., tuple[Server, Server]], pki: Pki, test_cfg: str, tmp_path: Path
+) -> None:
+    files = sample_files(tmp_path / "input")[:3]
+    ours, theirs = servers([*pki.server(), "-xf", test_cfg, "Test", "+fsu"])
+    outcomes = []
+    for server in (ours, theirs):
+        stored = run_dcmtk("storescu", "-v", *pki.client(), "127.0.0.1", str(server.port), *files)
+        plain = run_dcmtk("echoscu", "127.0.0.1", str(server.port), timeout=30)
+        secure = run_dcmtk("echoscu", *pki.client(), "127.0.0.1", str(server.port), timeout=30)
+        outcomes.append((stored.returncode, transcript(stored), plain.returncode != 0,
+                         secure.returncode))  # fmt: skip
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == 0 and outcomes[0][2] and outcomes[0][3] == 0, ours.log
+    assert output(ours.od) == output(theirs.od)
+    assert sorted(output(ours.od)) == ["CT_<16 hex digits>", "MR_<16 hex digits>"]
+
+
+def test_unusable_tls_key_exits_71(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.key")
+    theirs, ours = run_both(["+tls", missing, missing, "11112"], tmp_path)
+    assert ours == theirs == (71, f"F: 000b:0004 Unable to load private TLS key from '{missing}'")
+
+
+def test_output_directory_is_checked_before_the_tls_key(tmp_path: Path) -> None:
+    argv = ["-od", str(tmp_path / "missing"), "+tls", "no.key", "no.pem", "11112"]
+    theirs, ours = run_both(argv, tmp_path)
+    assert ours == theirs
+    assert theirs[0] == 45
+
+
+def test_list_ciphers_exits_with_zero_and_lists_dcmrecvs_suites(tmp_path: Path) -> None:
+    listed = []
+    for command in ([dcmtk("dcmrecv")], [sys.executable, "-m", MODULE]):
+        result = subprocess.run([*command, "+cc"], cwd=tmp_path, env=SOURCE_ENV,
+                                capture_output=True, text=True, timeout=30,
+                                check=False)  # fmt: skip
+        assert result.returncode == 0
+        suites = result.stdout.split("Supported TLS ciphersuites are:\n", 1)[1]
+        listed.append(sorted(suites.split()))
+    assert listed[0] == listed[1]
+    assert "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" in listed[0]
