@@ -4,8 +4,9 @@ Both servers get the same options and the same sends (``storescu`` and ``dcmsend
 the clients must report the same, and the output directories must hold the same file names,
 once the parts that are random or the clock's by design are masked (the new UID of ``+fu``, the
 16 hex digits of ``+fsu``, the time of ``+fst`` and the day in ``undef/``), with the same
-contents as ``dcmdump`` prints them. Bad command lines and start-up failures must end with the
-same exit status and the same error line.
+contents as ``dcmdump`` prints them. Association rejects, C-STORE statuses and TLS stores must
+agree too, and bad command lines and start-up failures (exit statuses 1, 45, 64, 66, 71) must
+end with the same status and the same error line.
 """
 
 from __future__ import annotations
