@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -486,3 +487,24 @@ def test_list_ciphers_exits_with_zero_and_lists_dcmrecvs_suites(tmp_path: Path) 
         listed.append(sorted(suites.split()))
     assert listed[0] == listed[1]
     assert "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" in listed[0]
+
+
+# --- the serving loop ---------------------------------------------------------------------------
+
+
+def test_hup_reads_the_command_line_again_with_dcmrecvs_table(
+    storescpd: StartServer, test_cfg: str, tmp_path: Path
+) -> None:
+    """A HUP parses the @file again as dcmrecv options (+fst there is not storescp's)."""
+    command_file = tmp_path / "options"
+    command_file.write_text(f"-v -xf {test_cfg} Test +fsu\n")
+    server = storescpd([f"@{command_file}"], keep_notify=True, module=MODULE)
+    files = sample_files(tmp_path / "input")[:1]
+    assert run_dcmtk("dcmsend", "127.0.0.1", str(server.port), *files).returncode == 0
+    command_file.write_text(f"-v -xf {test_cfg} Test +fst\n")
+    os.kill(server.pid, signal.SIGHUP)
+    server.await_notify(b"READY=1")
+    assert run_dcmtk("dcmsend", "127.0.0.1", str(server.port), *files).returncode == 0
+    assert "HUP: serving new associations" in server.log
+    assert sorted(output(server.od)) == ["<time>.CT", "CT_<16 hex digits>"]
+    assert server.stop() == 0
