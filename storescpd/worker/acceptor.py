@@ -30,6 +30,7 @@ from pynetdicom.transport import AssociationServer
 from storescpd.asconfig import Profile
 from storescpd.options import Options
 from storescpd.proctitle import set_title
+from storescpd.worker import reactor
 from storescpd.worker.announce import Announcer
 from storescpd.worker.contexts import promiscuous_additions, supported_contexts
 from storescpd.worker.meta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -199,6 +200,7 @@ class Acceptor:
                         assoc.abort()
                     if assoc.dul.is_alive():
                         assoc.kill()
+                    reactor.release(assoc)
         finally:
             self._sweep_spool()
 
@@ -391,7 +393,13 @@ def _control_headers(pdu: P_DATA_TF) -> list[int]:
 
 
 def _capture(state: _Association, event: evt.Event) -> None:
+    # EVT_CONN_OPEN comes before the Association thread starts: the moment to swap its loops.
+    if _EVENT_DRIVEN:
+        reactor.make_event_driven(event.assoc)
     state.assoc = event.assoc
+
+
+_EVENT_DRIVEN = reactor.supported()
 
 
 def _reject(assoc: Association, result: int, source: int, reason: int) -> None:
