@@ -26,13 +26,20 @@ import logging
 import os
 import queue
 import select
+import struct
 import threading
 from typing import Any
 
 from pynetdicom import evt
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.transport import AssociationSocket
+
+from storescpd.worker.responses import C_ECHO_RSP, C_STORE_RSP, encode_response
 
 log = logging.getLogger(__name__)
 # The lines pynetdicom's own loop logs, under its name, as before.
@@ -44,6 +51,8 @@ LONGEST_WAIT = 0.2
 _NEEDED = (
     (DULServiceProvider, ("run_reactor", "_process_recv_primitive", "_is_transport_event")),
     (Association, ("_run_reactor", "kill")),
+    (DIMSEServiceProvider, ("send_msg", "maximum_pdu_size")),
+    (AssociationSocket, ("recv",)),
 )
 
 
@@ -125,7 +134,6 @@ class EventDrivenDUL(DULServiceProvider):
                 self.assoc._dul_ready.set()
             if self._kill_thread:
                 return
-            self.doorbell.drain()  # before looking at the queues: a later put rings again
             if self.artim_timer.expired:
                 self.event_queue.put("Evt18")
             try:
@@ -144,7 +152,8 @@ class EventDrivenDUL(DULServiceProvider):
                 watched = self._wait(poller, watched)
                 continue
             self.state_machine.do_action(event)
-            self.wake_user.set()
+            if not self.wake_user.is_set():  # set and not yet cleared: it will look anyway
+                self.wake_user.set()
 
     def _wait(self, poller: select.poll, watched: int) -> int:
         """Block until the peer sends, a queue is fed, or the next timer check is due."""
@@ -165,11 +174,14 @@ class EventDrivenDUL(DULServiceProvider):
         timeout = LONGEST_WAIT
         if self.artim_timer._start_time is not None and self.artim_timer._end_time is None:
             timeout = max(0.0, min(timeout, self.artim_timer.remaining))
-        events = poller.poll(timeout * 1000)
-        if fd >= 0 and any(ready == fd and mask & (select.POLLNVAL) for ready, mask in events):
-            # Closed under us: stop watching, the DUL learns of it from the socket object.
-            poller.unregister(fd)
-            return -1
+        for ready, mask in poller.poll(timeout * 1000):
+            if ready == self.doorbell.fd:
+                # Emptied before the queues are looked at again: a later put rings anew.
+                self.doorbell.drain()
+            elif mask & select.POLLNVAL:
+                # Closed under us: stop watching, the DUL learns of it from the socket object.
+                poller.unregister(fd)
+                watched = -1
         return watched
 
     def _abort_hard(self) -> None:
@@ -261,6 +273,93 @@ class EventDrivenAssociation(Association):
         return False
 
 
+class QuickResponseDIMSE(DIMSEServiceProvider):
+    """Sends plain C-STORE and C-ECHO responses encoded by :mod:`storescpd.worker.responses`.
+
+    When the association is established (Sta6), nothing else waits to be sent and no handler
+    watches sent PDUs, the Association thread writes the one-PDV P-DATA-TF itself: pynetdicom's
+    DUL would do exactly that (action DT-1, Sta6 -> Sta6) one thread hand-off later. Otherwise
+    the P-DATA goes through the DUL's queue as usual.
+    """
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        encoded = _quick_response(primitive)
+        max_pdu = self.maximum_pdu_size
+        assoc = self.assoc
+        if (
+            encoded is None
+            or (max_pdu and len(encoded) + 6 > max_pdu)  # pynetdicom would fragment it
+            or assoc.get_handlers(evt.EVT_DIMSE_SENT)  # wants pynetdicom's message object
+        ):
+            super().send_msg(primitive, context_id)
+            return
+        dul = self.dul
+        if (
+            dul.state_machine.current_state == "Sta6"
+            and dul.to_provider_queue.empty()
+            and dul.socket is not None
+            and not assoc.get_handlers(evt.EVT_PDU_SENT)
+            and not assoc.get_handlers(evt.EVT_DATA_SENT)
+        ):
+            size = len(encoded)
+            dul.socket.send(_P_DATA_TF.pack(0x04, 0, size + 6, size + 2, context_id, 3) + encoded)
+            return
+        pdata = P_DATA()
+        # One PDV: message control header 0x03 = command, last fragment.
+        pdata.presentation_data_value_list.append((context_id, b"\x03" + encoded))
+        dul.send_pdu(pdata)
+
+
+# P-DATA-TF with one PDV: PDU type, reserved, PDU length, PDV item length, context ID, header.
+_P_DATA_TF = struct.Struct(">BBIIBB")
+
+
+def _quick_response(primitive: Any) -> bytes | None:
+    """The encoded command set of a plain C-STORE/C-ECHO response, or None for pynetdicom."""
+    if type(primitive) is C_STORE:
+        field, instance = C_STORE_RSP, primitive.AffectedSOPInstanceUID
+        if primitive.OffendingElement is not None:
+            return None
+    elif type(primitive) is C_ECHO:
+        field, instance = C_ECHO_RSP, None
+    else:
+        return None
+    sop_class = primitive.AffectedSOPClassUID
+    responding_to = primitive.MessageIDBeingRespondedTo
+    status = primitive.Status
+    if (
+        responding_to is None
+        or status is None
+        or primitive.ErrorComment is not None
+        or not isinstance(sop_class, (str, type(None)))
+        or not isinstance(instance, (str, type(None)))
+    ):
+        return None
+    try:
+        return encode_response(field, int(responding_to), int(status), sop_class, instance)
+    except (UnicodeEncodeError, struct.error):
+        return None
+
+
+class BulkReadingSocket(AssociationSocket):
+    """Reads a PDU with as few system calls as the kernel allows (pynetdicom reads 4 KiB each)."""
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        sock = self.socket
+        assert sock is not None
+        data = bytearray(nr_bytes)
+        got = 0
+        with memoryview(data) as view:
+            while got < nr_bytes:
+                n = sock.recv_into(view[got:], nr_bytes - got)
+                if not n:
+                    break  # the peer closed: return what came, as pynetdicom does
+                got += n
+        if got < nr_bytes:
+            del data[got:]
+        return data
+
+
 def make_event_driven(assoc: Association) -> None:
     """Convert ``assoc`` (created, not yet started) and its DUL to the event-driven loops."""
     wake_user = threading.Event()
@@ -268,6 +367,9 @@ def make_event_driven(assoc: Association) -> None:
     dul = assoc.dul
     dul.__class__ = EventDrivenDUL
     assoc.__class__ = EventDrivenAssociation
+    assoc.dimse.__class__ = QuickResponseDIMSE
+    if type(dul.socket) is AssociationSocket:
+        dul.socket.__class__ = BulkReadingSocket
     assert isinstance(dul, EventDrivenDUL) and isinstance(assoc, EventDrivenAssociation)
     dul.doorbell = doorbell
     dul.wake_user = wake_user
