@@ -228,7 +228,10 @@ class Acceptor:
             return False
 
     def _sweep_spool(self) -> None:
-        # pynetdicom leaves the spool file of an aborted transfer behind.
+        # pynetdicom leaves the spool file of an aborted transfer behind; usually there is none.
+        with contextlib.suppress(OSError), os.scandir(self.spool_dir) as entries:
+            if next(entries, None) is None:
+                return
         shutil.rmtree(self.spool_dir, ignore_errors=True)
         try:
             os.makedirs(self.spool_dir, exist_ok=True)
