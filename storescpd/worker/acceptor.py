@@ -104,7 +104,9 @@ class Acceptor:
 
     def __init__(self, opts: Options, profile: Profile | None = None) -> None:
         self.opts = opts
-        _config.STORE_RECV_CHUNKED_DATASET = True  # large objects never sit in memory
+        # Large objects never sit in memory: pynetdicom's own loops spool every data set to a
+        # file; the event-driven ones keep small ones in memory and spool only large ones.
+        _config.STORE_RECV_CHUNKED_DATASET = not _EVENT_DRIVEN
         _config.LOG_HANDLER_LEVEL = "none"  # we log DCMTK's lines ourselves
         # Take the peer's UIDs as they come (DCMTK does): the store handler, not the decoder,
         # decides what may name a file, and a bad UID must not cost the association.
@@ -304,6 +306,14 @@ class Acceptor:
         return logging.INFO if self.opts.verbose_pc else logging.DEBUG
 
     def _on_store(self, state: _Association, event: evt.Event) -> int:
+        try:
+            return self._store(state, event)
+        finally:
+            received = getattr(event.request, "DataSet", None)
+            if isinstance(received, reactor.SpillingBuffer):
+                received.discard()  # a large object's spool file, whatever the outcome
+
+    def _store(self, state: _Association, event: evt.Event) -> int:
         if state.aborted_by_option:  # --abort-during already aborted; store nothing
             return 0xA700
         if self.opts.abort_after:

@@ -22,17 +22,20 @@ acceptor falls back to stock pynetdicom otherwise.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import queue
 import select
 import struct
+import tempfile
 import threading
-from typing import Any
+from typing import Any, BinaryIO
 
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
@@ -51,7 +54,8 @@ LONGEST_WAIT = 0.2
 _NEEDED = (
     (DULServiceProvider, ("run_reactor", "_process_recv_primitive", "_is_transport_event")),
     (Association, ("_run_reactor", "kill")),
-    (DIMSEServiceProvider, ("send_msg", "maximum_pdu_size")),
+    (DIMSEServiceProvider, ("send_msg", "maximum_pdu_size", "receive_primitive")),
+    (DIMSEMessage, ("decode_msg",)),
     (AssociationSocket, ("recv",)),
 )
 
@@ -273,14 +277,68 @@ class EventDrivenAssociation(Association):
         return False
 
 
+class SpillingBuffer(io.BytesIO):
+    """A received data set: in memory up to ``limit`` bytes, beyond that in a spool file.
+
+    pynetdicom writes every data set fragment to the message's ``data_set`` buffer (with
+    ``STORE_RECV_CHUNKED_DATASET`` off); this buffer keeps small objects in memory, where they
+    are cheapest to parse, and moves large ones to a file in ``tempfile.gettempdir()`` (the
+    process's spool directory), so memory stays bounded whatever the object's size.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.file: BinaryIO | None = None
+        self.path = ""
+
+    def write(self, data: Any) -> int:
+        if self.file is None:
+            if self.tell() + len(data) <= self.limit:
+                return super().write(data)
+            fd, self.path = tempfile.mkstemp(prefix="spill-", suffix=".part")
+            self.file = os.fdopen(fd, "w+b")
+            with self.getbuffer() as view:
+                self.file.write(view)
+            self.seek(0)
+            self.truncate()
+        return self.file.write(data)
+
+    def data_set(self) -> BinaryIO:
+        """The received bytes, positioned at their start."""
+        source: BinaryIO = self if self.file is None else self.file
+        source.flush()
+        source.seek(0)
+        return source
+
+    def discard(self) -> None:
+        """Remove the spool file, if any (idempotent)."""
+        f, self.file = self.file, None
+        if f is not None:
+            f.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+
+SPILL_LIMIT = 1 << 20
+"""Data sets up to this size stay in memory while they are received."""
+
+
 class QuickResponseDIMSE(DIMSEServiceProvider):
-    """Sends plain C-STORE and C-ECHO responses encoded by :mod:`storescpd.worker.responses`.
+    """Receives data sets into a :class:`SpillingBuffer`; sends plain C-STORE and C-ECHO
+    responses encoded by :mod:`storescpd.worker.responses`.
 
     When the association is established (Sta6), nothing else waits to be sent and no handler
     watches sent PDUs, the Association thread writes the one-PDV P-DATA-TF itself: pynetdicom's
     DUL would do exactly that (action DT-1, Sta6 -> Sta6) one thread hand-off later. Otherwise
     the P-DATA goes through the DUL's queue as usual.
     """
+
+    def receive_primitive(self, primitive: Any) -> None:
+        if self.message is None:
+            self.message = DIMSEMessage()
+            self.message.data_set = SpillingBuffer(SPILL_LIMIT)
+        super().receive_primitive(primitive)
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         encoded = _quick_response(primitive)

@@ -53,6 +53,7 @@ from storescpd.worker.encoding import (
     write_normal,
 )
 from storescpd.worker.meta import BIT_PRESERVING_VERSION_NAME, preamble_and_meta
+from storescpd.worker.reactor import SpillingBuffer
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,11 @@ class Storage:
         self.last_path = path
         calling_ae = str(event.assoc.requestor.ae_title or "").strip()
         transfer_syntax = str(event.context.transfer_syntax)
+        received = req.DataSet
         try:
+            if isinstance(received, SpillingBuffer):
+                src = received.data_set()
+                return self._write(src, path, sop_class, sop_instance, transfer_syntax, calling_ae)
             with open(event.dataset_path, "rb") as spool:
                 src = _data_set_of(spool)
                 return self._write(src, path, sop_class, sop_instance, transfer_syntax, calling_ae)
