@@ -32,7 +32,11 @@ from storescpd.options import Options
 from storescpd.proctitle import set_title
 from storescpd.worker import reactor
 from storescpd.worker.announce import Announcer
-from storescpd.worker.contexts import promiscuous_additions, supported_contexts
+from storescpd.worker.contexts import (
+    memoize_uid_validation,
+    promiscuous_additions,
+    supported_contexts,
+)
 from storescpd.worker.meta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from storescpd.worker.profiles import profile_contexts
 from storescpd.worker.store import Storage
@@ -111,6 +115,7 @@ class Acceptor:
         # Take the peer's UIDs as they come (DCMTK does): the store handler, not the decoder,
         # decides what may name a file, and a bad UID must not cost the association.
         _config.VALIDATORS["UI"] = _accept_any_uid
+        memoize_uid_validation()
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
         pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
         self.spool_dir = ""
