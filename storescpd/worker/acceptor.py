@@ -37,6 +37,7 @@ from storescpd.worker.contexts import (
     promiscuous_additions,
     supported_contexts,
 )
+from storescpd.worker.dimse import SpillingBuffer
 from storescpd.worker.meta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from storescpd.worker.profiles import profile_contexts
 from storescpd.worker.store import Storage
@@ -315,7 +316,7 @@ class Acceptor:
             return self._store(state, event)
         finally:
             received = getattr(event.request, "DataSet", None)
-            if isinstance(received, reactor.SpillingBuffer):
+            if isinstance(received, SpillingBuffer):
                 received.discard()  # a large object's spool file, whatever the outcome
 
     def _store(self, state: _Association, event: evt.Event) -> int:

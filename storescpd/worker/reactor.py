@@ -16,33 +16,30 @@ The loops keep pynetdicom's order of work (its state machine, PDU codec, DIMSE a
 providers and event API do all the DICOM); only the waiting differs. They rely on pynetdicom
 3.0 internals (``run_reactor``, ``_run_reactor``, ``_process_recv_primitive``,
 ``_is_transport_event``, the queues), so :func:`supported` checks they are there and the
-acceptor falls back to stock pynetdicom otherwise.
+acceptor falls back to stock pynetdicom otherwise. The same conversion swaps in the DIMSE
+shortcuts of :mod:`storescpd.worker.dimse` (spilling receive buffer, quick responses, bulk
+socket reads).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import queue
 import select
-import struct
-import tempfile
 import threading
-from typing import Any, BinaryIO
+from typing import Any
 
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
-from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
-from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
-from storescpd.worker.responses import C_ECHO_RSP, C_STORE_RSP, encode_response
+from storescpd.worker.dimse import BulkReadingSocket, QuickResponseDIMSE
 
 log = logging.getLogger(__name__)
 # The lines pynetdicom's own loop logs, under its name, as before.
@@ -275,147 +272,6 @@ class EventDrivenAssociation(Association):
             self.kill()
             return True
         return False
-
-
-class SpillingBuffer(io.BytesIO):
-    """A received data set: in memory up to ``limit`` bytes, beyond that in a spool file.
-
-    pynetdicom writes every data set fragment to the message's ``data_set`` buffer (with
-    ``STORE_RECV_CHUNKED_DATASET`` off); this buffer keeps small objects in memory, where they
-    are cheapest to parse, and moves large ones to a file in ``tempfile.gettempdir()`` (the
-    process's spool directory), so memory stays bounded whatever the object's size.
-    """
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-        self.file: BinaryIO | None = None
-        self.path = ""
-
-    def write(self, data: Any) -> int:
-        if self.file is None:
-            if self.tell() + len(data) <= self.limit:
-                return super().write(data)
-            fd, self.path = tempfile.mkstemp(prefix="spill-", suffix=".part")
-            self.file = os.fdopen(fd, "w+b")
-            with self.getbuffer() as view:
-                self.file.write(view)
-            self.seek(0)
-            self.truncate()
-        return self.file.write(data)
-
-    def data_set(self) -> BinaryIO:
-        """The received bytes, positioned at their start."""
-        source: BinaryIO = self if self.file is None else self.file
-        source.flush()
-        source.seek(0)
-        return source
-
-    def discard(self) -> None:
-        """Remove the spool file, if any (idempotent)."""
-        f, self.file = self.file, None
-        if f is not None:
-            f.close()
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-
-
-SPILL_LIMIT = 1 << 20
-"""Data sets up to this size stay in memory while they are received."""
-
-
-class QuickResponseDIMSE(DIMSEServiceProvider):
-    """Receives data sets into a :class:`SpillingBuffer`; sends plain C-STORE and C-ECHO
-    responses encoded by :mod:`storescpd.worker.responses`.
-
-    When the association is established (Sta6), nothing else waits to be sent and no handler
-    watches sent PDUs, the Association thread writes the one-PDV P-DATA-TF itself: pynetdicom's
-    DUL would do exactly that (action DT-1, Sta6 -> Sta6) one thread hand-off later. Otherwise
-    the P-DATA goes through the DUL's queue as usual.
-    """
-
-    def receive_primitive(self, primitive: Any) -> None:
-        if self.message is None:
-            self.message = DIMSEMessage()
-            self.message.data_set = SpillingBuffer(SPILL_LIMIT)
-        super().receive_primitive(primitive)
-
-    def send_msg(self, primitive: Any, context_id: int) -> None:
-        encoded = _quick_response(primitive)
-        max_pdu = self.maximum_pdu_size
-        assoc = self.assoc
-        if (
-            encoded is None
-            or (max_pdu and len(encoded) + 6 > max_pdu)  # pynetdicom would fragment it
-            or assoc.get_handlers(evt.EVT_DIMSE_SENT)  # wants pynetdicom's message object
-        ):
-            super().send_msg(primitive, context_id)
-            return
-        dul = self.dul
-        if (
-            dul.state_machine.current_state == "Sta6"
-            and dul.to_provider_queue.empty()
-            and dul.socket is not None
-            and not assoc.get_handlers(evt.EVT_PDU_SENT)
-            and not assoc.get_handlers(evt.EVT_DATA_SENT)
-        ):
-            size = len(encoded)
-            dul.socket.send(_P_DATA_TF.pack(0x04, 0, size + 6, size + 2, context_id, 3) + encoded)
-            return
-        pdata = P_DATA()
-        # One PDV: message control header 0x03 = command, last fragment.
-        pdata.presentation_data_value_list.append((context_id, b"\x03" + encoded))
-        dul.send_pdu(pdata)
-
-
-# P-DATA-TF with one PDV: PDU type, reserved, PDU length, PDV item length, context ID, header.
-_P_DATA_TF = struct.Struct(">BBIIBB")
-
-
-def _quick_response(primitive: Any) -> bytes | None:
-    """The encoded command set of a plain C-STORE/C-ECHO response, or None for pynetdicom."""
-    if type(primitive) is C_STORE:
-        field, instance = C_STORE_RSP, primitive.AffectedSOPInstanceUID
-        if primitive.OffendingElement is not None:
-            return None
-    elif type(primitive) is C_ECHO:
-        field, instance = C_ECHO_RSP, None
-    else:
-        return None
-    sop_class = primitive.AffectedSOPClassUID
-    responding_to = primitive.MessageIDBeingRespondedTo
-    status = primitive.Status
-    if (
-        responding_to is None
-        or status is None
-        or primitive.ErrorComment is not None
-        or not isinstance(sop_class, (str, type(None)))
-        or not isinstance(instance, (str, type(None)))
-    ):
-        return None
-    try:
-        return encode_response(field, int(responding_to), int(status), sop_class, instance)
-    except (UnicodeEncodeError, struct.error):
-        return None
-
-
-class BulkReadingSocket(AssociationSocket):
-    """Reads a PDU with as few system calls as the kernel allows (pynetdicom reads 4 KiB each)."""
-
-    def recv(self, nr_bytes: int) -> bytearray:
-        sock = self.socket
-        assert sock is not None
-        data = bytearray(nr_bytes)
-        got = 0
-        with memoryview(data) as view:
-            while got < nr_bytes:
-                n = sock.recv_into(view[got:], nr_bytes - got)
-                if not n:
-                    break  # the peer closed: return what came, as pynetdicom does
-                got += n
-        if got < nr_bytes:
-            del data[got:]
-        return data
 
 
 def make_event_driven(assoc: Association) -> None:

@@ -45,6 +45,7 @@ from storescpd.studydirs import (
     study_uid_name,
 )
 from storescpd.studyruns import StudyRuns
+from storescpd.worker.dimse import SpillingBuffer
 from storescpd.worker.encoding import (
     ConversionImpossible,
     Identity,
@@ -53,7 +54,6 @@ from storescpd.worker.encoding import (
     write_normal,
 )
 from storescpd.worker.meta import BIT_PRESERVING_VERSION_NAME, preamble_and_meta
-from storescpd.worker.reactor import SpillingBuffer
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from storescpd.worker import reactor
+from storescpd.worker.dimse import SpillingBuffer
 
 
 def test_installed_pynetdicom_supports_the_event_driven_loops() -> None:
@@ -16,7 +17,7 @@ def test_installed_pynetdicom_supports_the_event_driven_loops() -> None:
 
 def test_small_data_set_stays_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    buffer = reactor.SpillingBuffer(limit=100)
+    buffer = SpillingBuffer(limit=100)
     for _ in range(10):
         buffer.write(b"0123456789")
     assert buffer.file is None
@@ -28,7 +29,7 @@ def test_large_data_set_spills_to_the_spool_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    buffer = reactor.SpillingBuffer(limit=100)
+    buffer = SpillingBuffer(limit=100)
     chunks = [bytes([i]) * 37 for i in range(10)]
     for chunk in chunks:
         buffer.write(chunk)
