@@ -34,12 +34,15 @@ from storescpd import tls
 from storescpd.asconfig import Profile
 from storescpd.options import Options
 from storescpd.proctitle import set_title
+from storescpd.worker import reactor
 from storescpd.worker.announce import Announcer
 from storescpd.worker.contexts import (
+    memoize_uid_validation,
     promiscuous_additions,
     supported_contexts,
     verification_only,
 )
+from storescpd.worker.dimse import SpillingBuffer
 from storescpd.worker.meta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from storescpd.worker.profiles import profile_contexts
 from storescpd.worker.store import Storage
@@ -149,11 +152,14 @@ class Acceptor:
         self.tls_context = tls_context
         if tls_context is not None:
             tls_context.sslsocket_class = QuickAckSSLSocket
-        _config.STORE_RECV_CHUNKED_DATASET = True  # large objects never sit in memory
+        # Large objects never sit in memory: pynetdicom's own loops spool every data set to a
+        # file; the event-driven ones keep small ones in memory and spool only large ones.
+        _config.STORE_RECV_CHUNKED_DATASET = not _EVENT_DRIVEN
         _config.LOG_HANDLER_LEVEL = "none"  # we log DCMTK's lines ourselves
         # Take the peer's UIDs as they come (DCMTK does): the store handler, not the decoder,
         # decides what may name a file, and a bad UID must not cost the association.
         _config.VALIDATORS["UI"] = _accept_any_uid
+        memoize_uid_validation()
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
         pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
         self.spool_dir = ""
@@ -252,6 +258,7 @@ class Acceptor:
                         assoc.abort()
                     if assoc.dul.is_alive():
                         assoc.kill()
+                    reactor.release(assoc)
         finally:
             self._sweep_spool()
             if self.opts.tls is not None:
@@ -321,7 +328,10 @@ class Acceptor:
             return False
 
     def _sweep_spool(self) -> None:
-        # pynetdicom leaves the spool file of an aborted transfer behind.
+        # pynetdicom leaves the spool file of an aborted transfer behind; usually there is none.
+        with contextlib.suppress(OSError), os.scandir(self.spool_dir) as entries:
+            if next(entries, None) is None:
+                return
         shutil.rmtree(self.spool_dir, ignore_errors=True)
         try:
             os.makedirs(self.spool_dir, exist_ok=True)
@@ -399,6 +409,14 @@ class Acceptor:
         return logging.INFO if self.opts.verbose_pc else logging.DEBUG
 
     def _on_store(self, state: _Association, event: evt.Event) -> int:
+        try:
+            return self._store(state, event)
+        finally:
+            received = getattr(event.request, "DataSet", None)
+            if isinstance(received, SpillingBuffer):
+                received.discard()  # a large object's spool file, whatever the outcome
+
+    def _store(self, state: _Association, event: evt.Event) -> int:
         if state.aborted_by_option:  # --abort-during already aborted; store nothing
             return 0xA700
         if self.opts.abort_after:
@@ -491,6 +509,9 @@ def _control_headers(pdu: P_DATA_TF) -> list[int]:
 
 
 def _capture(state: _Association, event: evt.Event) -> None:
+    # EVT_CONN_OPEN comes before the Association thread starts: the moment to swap its loops.
+    if _EVENT_DRIVEN:
+        reactor.make_event_driven(event.assoc)
     state.assoc = event.assoc
 
 
@@ -503,6 +524,9 @@ def _any_acceptable(assoc: Association, rq: A_ASSOCIATE) -> bool:
         rq.presentation_context_definition_list, assoc.acceptor.supported_contexts, roles
     )
     return any(cx.result == 0x00 for cx in result)
+
+
+_EVENT_DRIVEN = reactor.supported()
 
 
 def _reject(assoc: Association, result: int, source: int, reason: int) -> None:

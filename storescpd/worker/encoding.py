@@ -154,6 +154,12 @@ class Element:
 
 # ----------------------------------------------------------------------------- parsing
 
+# Header fields by byte order (True: little endian), compiled once: the parser runs per element.
+_TAG: Final = {True: struct.Struct("<HH"), False: struct.Struct(">HH")}
+_U16: Final = {True: struct.Struct("<H"), False: struct.Struct(">H")}
+_U32: Final = {True: struct.Struct("<I"), False: struct.Struct(">I")}
+_NOTED: Final = frozenset({PIXEL_REPRESENTATION, WAVEFORM_BITS})  # see _Parser._note
+
 
 class _Parser:
     """Reads element headers from a seekable stream, leaving large values where they are."""
@@ -187,9 +193,10 @@ class _Parser:
         """
         out: list[Element] = []
         limit = self.end if stop is None else stop
-        end = "<" if syn.little else ">"
-        while self.src.tell() < limit:
-            group, elem = struct.unpack(end + "HH", self.read(4))
+        tag_struct = _TAG[syn.little]
+        tell = self.src.tell
+        while tell() < limit:
+            group, elem = tag_struct.unpack(self.read(4))
             tag = group << 16 | elem
             if tag == ITEM_END and stop is None:
                 self.read(4)
@@ -202,17 +209,16 @@ class _Parser:
         return out, False
 
     def element(self, syn: Syntax, tag: int) -> Element:
-        end = "<" if syn.little else ">"
         if syn.implicit:
             vr = implicit_vr(tag, self.creators, self.pixel_representation, self.waveform_bits)
-            (length,) = struct.unpack(end + "I", self.read(4))
+            (length,) = _U32[syn.little].unpack(self.read(4))
         else:
-            vr = self.read(2).decode("latin-1")
+            head = self.read(4)  # VR, then a 2-byte length or 2 reserved bytes
+            vr = head[:2].decode("latin-1")
             if vr in LONG_VRS or not vr.isalpha() or not vr.isupper():
-                self.read(2)
-                (length,) = struct.unpack(end + "I", self.read(4))
+                (length,) = _U32[syn.little].unpack(self.read(4))
             else:
-                (length,) = struct.unpack(end + "H", self.read(2))
+                (length,) = _U16[syn.little].unpack_from(head, 2)
         node = Element(tag, vr, undefined=length == UNDEFINED, little=syn.little, swap_vr=vr)
         if tag == PIXEL_DATA and length == UNDEFINED:
             node.fragments = self.fragments(syn)
@@ -222,7 +228,8 @@ class _Parser:
             node.items = self.sequence(inner, length)
         else:
             node.value = self.value(length)
-            self._note(tag, vr, node.value, syn)
+            if tag >> 16 & 1 or tag in _NOTED:
+                self._note(tag, vr, node.value, syn)
         return node
 
     def sequence(self, syn: Syntax, length: int) -> list[Item]:

@@ -17,6 +17,7 @@ Unlike DCMTK, a file is never left behind after a failure status: the temporary 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import secrets
@@ -50,6 +51,7 @@ from storescpd.studydirs import (
     study_uid_name,
 )
 from storescpd.studyruns import StudyRuns
+from storescpd.worker.dimse import SpillingBuffer
 from storescpd.worker.encoding import (
     ConversionImpossible,
     Identity,
@@ -65,6 +67,7 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 DATASET_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
+IN_MEMORY_LIMIT = 1 << 20  # data sets up to this size are parsed from memory, larger from disk
 
 
 class Refused(Exception):
@@ -120,9 +123,13 @@ class Storage:
         self.last_path = path
         calling_ae = str(event.assoc.requestor.ae_title or "").strip()
         transfer_syntax = str(event.context.transfer_syntax)
+        received = req.DataSet
         try:
-            with open(event.dataset_path, "rb") as src:
-                src.seek(_data_set_offset(src))
+            if isinstance(received, SpillingBuffer):
+                src = received.data_set()
+                return self._write(src, path, sop_class, sop_instance, transfer_syntax, calling_ae)
+            with open(event.dataset_path, "rb") as spool:
+                src = _data_set_of(spool)
                 return self._write(src, path, sop_class, sop_instance, transfer_syntax, calling_ae)
         except OSError as err:
             log.error("cannot write DICOM file: %s: %s", path, err)
@@ -350,6 +357,19 @@ class Storage:
         if self.opts.uid_padding and value.endswith(" "):
             return value[:-1]
         return value
+
+
+def _data_set_of(spool: BinaryIO) -> BinaryIO:
+    """The data set in pynetdicom's spool file, read into memory when small.
+
+    Parsing seeks and tells a lot; on a buffered file each ``tell()`` is a system call.
+    """
+    offset = _data_set_offset(spool)
+    size = os.fstat(spool.fileno()).st_size - offset
+    spool.seek(offset)
+    if size <= IN_MEMORY_LIMIT:
+        return io.BytesIO(spool.read())
+    return spool
 
 
 def _data_set_offset(spool: BinaryIO) -> int:
