@@ -35,6 +35,7 @@ from storescpd.worker.contexts import promiscuous_additions, supported_contexts
 from storescpd.worker.meta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from storescpd.worker.profiles import profile_contexts
 from storescpd.worker.store import Storage
+from storescpd.worker.wire import GuardedSocket, guard_dimse
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ SPOOL_PARENT = tempfile.gettempdir()
 """Where each process makes its spool directory ($TMPDIR), read before we redirect tempfile."""
 
 
-class QuickAckSocket(socket.socket):
+class QuickAckSocket(GuardedSocket):
     """A TCP socket that re-arms TCP_QUICKACK before every read.
 
     Linux clears QUICKACK on its own; a sender that leaves Nagle on (DCMTK's default) would
@@ -205,14 +206,19 @@ class Acceptor:
     def _prepare(self, sock: socket.socket) -> socket.socket:
         # A socket passed between processes keeps O_NONBLOCK; pynetdicom needs blocking reads
         # bounded by a timeout so a stalled peer cannot pin us (PYNETDICOM.md §3.10).
+        # Every PDU header pynetdicom reads is checked on the way (see storescpd.worker.wire).
+        guarded: GuardedSocket
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock = QuickAckSocket(fileno=sock.detach())
-        sock.setblocking(True)
+            guarded = QuickAckSocket(fileno=sock.detach())
+        else:
+            guarded = GuardedSocket(fileno=sock.detach())
+        guarded.limit(self.opts.max_pdu)
+        guarded.setblocking(True)
         timeout = self.opts.socket_timeout
         if timeout > 0:
-            sock.settimeout(timeout)
-        return sock
+            guarded.settimeout(timeout)
+        return guarded
 
     def _peer_speaks(self, sock: socket.socket) -> bool:
         """Wait for the first byte (ACSE timeout): a connect-and-close, or a connection that
@@ -392,6 +398,7 @@ def _control_headers(pdu: P_DATA_TF) -> list[int]:
 
 def _capture(state: _Association, event: evt.Event) -> None:
     state.assoc = event.assoc
+    guard_dimse(event.assoc)
 
 
 def _reject(assoc: Association, result: int, source: int, reason: int) -> None:
