@@ -7,7 +7,6 @@ socket through the stdlib ``process_request`` hook, after the socket hygiene of 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import select
@@ -32,6 +31,7 @@ from storescpd.options import Options
 from storescpd.proctitle import set_title
 from storescpd.worker.announce import Announcer
 from storescpd.worker.contexts import promiscuous_additions, supported_contexts
+from storescpd.worker.ending import OpeningWatch, close, stop_dul
 from storescpd.worker.meta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from storescpd.worker.profiles import profile_contexts
 from storescpd.worker.store import Storage
@@ -89,6 +89,7 @@ class _Association:
     peer_name: str | None = None  # #r, looked up once per association
     receiving: bool = False  # a data set is arriving (for the progress dots)
     aborted_by_option: bool = False
+    watch: OpeningWatch | None = None
 
 
 class Acceptor:
@@ -179,7 +180,7 @@ class Acceptor:
                     peer[0],
                     self.opts.acse_timeout,
                 )
-                _close(sock)
+                close(sock)
                 return
             state = _Association()
             server = self.ae.make_server(
@@ -189,17 +190,22 @@ class Acceptor:
                 contexts=self.contexts,
             )
             server.process_request(sock, peer)
-            assoc = state.assoc
-            if assoc is not None:
+            assoc, watch = state.assoc, state.watch
+            if assoc is not None and watch is not None:
+                gone = False
                 try:
-                    assoc.join()
+                    gone = watch.wait()
                 finally:
-                    # Also reached when a stop signal interrupts join(): the DUL thread is
+                    # Also reached when a stop signal interrupts the wait: the DUL thread is
                     # not a daemon and would keep the process alive.
                     if assoc.is_established:
                         assoc.abort()
-                    if assoc.dul.is_alive():
+                    if assoc.is_alive():  # interrupted, or left waiting for a request
                         assoc.kill()
+                    else:
+                        stop_dul(assoc, sock, peer[0], self.opts.acse_timeout + 1)
+                    if gone:
+                        close(sock)
         finally:
             self._sweep_spool()
 
@@ -243,7 +249,7 @@ class Acceptor:
         opts = self.opts
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, lambda event: _capture(state, event)),
-            (evt.EVT_REQUESTED, lambda event: self._on_requested(event)),
+            (evt.EVT_REQUESTED, lambda event: self._on_requested(state, event)),
             (evt.EVT_ACCEPTED, lambda event: self._on_accepted(state, event)),
             (evt.EVT_CONN_CLOSE, lambda event: self._on_closed(state)),
             (evt.EVT_RELEASED, lambda event: log.info("Association Release")),
@@ -257,12 +263,14 @@ class Acceptor:
             handlers.append((evt.EVT_PDU_SENT, lambda event: self._on_pdu_sent(state, event)))
         return handlers
 
-    def _on_requested(self, event: evt.Event) -> None:
+    def _on_requested(self, state: _Association, event: evt.Event) -> None:
         # Negotiate with our own context list; once established, serve every C-STORE as a
         # storage request whatever its SOP class, as DCMTK does (SPEC §5.1). pynetdicom reads
         # this flag at both moments, and a process serves one association at a time.
         _config.UNRESTRICTED_STORAGE_SERVICE = False
         assoc = event.assoc
+        if state.watch is not None:
+            state.watch.request_taken()
         log.info("Association Received")
         rq = cast(A_ASSOCIATE, assoc.requestor.primitive)  # always set once requested
         self._show(f"{str(rq.calling_ae_title).strip()}@{assoc.requestor.address}")
@@ -398,6 +406,7 @@ def _control_headers(pdu: P_DATA_TF) -> list[int]:
 
 def _capture(state: _Association, event: evt.Event) -> None:
     state.assoc = event.assoc
+    state.watch = OpeningWatch(event.assoc)
     guard_dimse(event.assoc)
 
 
@@ -441,9 +450,3 @@ def _on_accepted(event: evt.Event) -> None:
 def _on_echo(event: evt.Event) -> int:
     log.info("Received Echo Request (MsgID %s)", event.request.MessageID)
     return 0x0000
-
-
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    sock.close()
