@@ -213,6 +213,22 @@ def tiny_data_set(sop_class: str, sop_instance: str, *more: bytes) -> bytes:
     )
 
 
+def nested(depth: int, undefined: bool) -> bytes:
+    """A sequence nested ``depth`` deep in (0040,A730) Content Sequence items."""
+    inner = explicit_element(0x0040A040, "CS", b"TEXT")
+    for _ in range(depth):
+        if undefined:
+            body = b"\xfe\xff\x00\xe0\xff\xff\xff\xff" + inner + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+            inner = (
+                explicit_element(0x0040A730, "SQ", body, 0xFFFFFFFF)
+                + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+            )
+        else:
+            body = b"\xfe\xff\x00\xe0" + struct.pack("<I", len(inner)) + inner
+            inner = explicit_element(0x0040A730, "SQ", body)
+    return inner
+
+
 # --------------------------------------------------------------------------------------------
 # What came back
 # --------------------------------------------------------------------------------------------

@@ -13,8 +13,7 @@ from storescpd.worker.encoding import (
     UnreadableDataset,
     write_normal,
 )
-from tests.battery.rawpeer import tiny_data_set
-from tests.battery.test_protocol import nested
+from tests.battery.rawpeer import nested, tiny_data_set
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
