@@ -449,14 +449,28 @@ class RawPeer:
         return data
 
 
-def associated(port: int, rq: bytes | None = None, patience: float = 15.0) -> RawPeer:
-    """A raw peer whose association the server has accepted."""
-    peer = RawPeer(port, patience)
-    outcome = peer.associate(rq)
-    if outcome.kind is not Kind.ACCEPTED:
+TRANSIENT_LIMIT = (2, 3, 2)  # A-ASSOCIATE-RJ: transient, provider (presentation), local limit
+
+
+def associated(
+    port: int, rq: bytes | None = None, patience: float = 15.0, busy_wait: float = 0.0
+) -> RawPeer:
+    """A raw peer whose association the server has accepted.
+
+    ``busy_wait``: for so many seconds, a transient "local limit exceeded" rejection (a full
+    pool) is answered by trying again.
+    """
+    deadline = time.monotonic() + busy_wait
+    while True:
+        peer = RawPeer(port, patience)
+        outcome = peer.associate(rq)
+        if outcome.kind is Kind.ACCEPTED:
+            return peer
         peer.close()
-        raise AssertionError(f"association not accepted: {outcome}")
-    return peer
+        full = outcome.kind is Kind.REJECTED and outcome.reject == TRANSIENT_LIMIT
+        if not full or time.monotonic() > deadline:
+            raise AssertionError(f"association not accepted: {outcome}")
+        select.select([], [], [], 0.05)
 
 
 # --------------------------------------------------------------------------------------------
