@@ -288,6 +288,20 @@ class Outcome:
         return 0
 
     @property
+    def status(self) -> int | None:
+        """(0000,0900) Status of a DIMSE response in a single-PDV P-DATA-TF, or None."""
+        if self.kind is not Kind.DATA:
+            return None
+        data = self.body[6:]
+        pos = 0
+        while pos + 8 <= len(data):
+            group, elem, length = struct.unpack("<HHI", data[pos : pos + 8])
+            if (group, elem) == (0x0000, 0x0900) and length == 2:
+                return int(struct.unpack("<H", data[pos + 8 : pos + 10])[0])
+            pos += 8 + length
+        return None
+
+    @property
     def ended(self) -> bool:
         """The server let go of the connection: A-ABORT or a close."""
         return self.kind in (Kind.ABORTED, Kind.CLOSED)
@@ -412,6 +426,19 @@ class RawPeer:
         if outcome.kind is Kind.CLOSED:
             return True
         return self.answer(timeout).kind is Kind.CLOSED
+
+    def store(
+        self, sop_class: str, instance: str, data_set: bytes, context_id: int = 3
+    ) -> int | None:
+        """A C-STORE on ``context_id`` (CT Image Storage in our default request), the data set
+        in PDVs that fit a 16 KiB PDU; the response's status, or None when there was none."""
+        self.send(p_data(pdv(context_id, COMMAND_LAST, c_store_rq(sop_class, instance))))
+        size = 16000
+        for start in range(0, max(len(data_set), 1), size):
+            last = start + size >= len(data_set)
+            chunk = data_set[start : start + size]
+            self.send(p_data(pdv(context_id, DATA_LAST if last else DATA_MORE, chunk)))
+        return self.answer().status
 
     def associate(self, rq: bytes | None = None) -> Outcome:
         """Send an A-ASSOCIATE-RQ (ours unless given) and return the answer."""

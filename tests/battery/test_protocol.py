@@ -33,7 +33,6 @@ from tests.battery.rawpeer import (
     RELEASE_RP,
     VERIFICATION,
     Kind,
-    Outcome,
     RawPeer,
     abort_pdu,
     application_context,
@@ -338,22 +337,10 @@ def test_echo_still_works_on_the_raw_peer(bserver: BatteryServer) -> None:
         peer.send(command(c_echo_rq()))
         response = peer.answer()
         assert response.kind is Kind.DATA, response
-        assert response_status(response) == 0x0000
+        assert response.status == 0x0000
         peer.send(release_rq())
         assert peer.answer().kind is Kind.RELEASED
     bserver.check()
-
-
-def response_status(outcome: Outcome) -> int | None:
-    """The (0000,0900) Status of a response in a single-PDV P-DATA-TF, or None."""
-    data = outcome.body[6:]
-    pos = 0
-    while pos + 8 <= len(data):
-        group, elem, length = struct.unpack("<HHI", data[pos : pos + 8])
-        if (group, elem) == (0x0000, 0x0900):
-            return int(struct.unpack("<H", data[pos + 8 : pos + 10])[0])
-        pos += 8 + length
-    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,7 +411,7 @@ def test_complete_store_on_the_raw_peer_is_stored(bserver: BatteryServer, nestin
             peer.send(data)
         response = peer.answer()
         assert response.kind is Kind.DATA, response
-        assert response_status(response) == 0x0000
+        assert response.status == 0x0000
     bserver.check()
     assert [p.name for p in bserver.od.glob(f"*{instance}")] == [f"CT.{instance}"]
 
@@ -482,7 +469,7 @@ def test_bad_data_set_is_refused(bserver: BatteryServer, name: str) -> None:
             assert outcome.kind in ENDED | {Kind.DATA}, outcome
         else:
             assert outcome.kind is Kind.DATA, f"{name}: {outcome}, expected a C-STORE-RSP"
-            assert response_status(outcome) == CANNOT_UNDERSTAND, f"{name}: {outcome.body!r}"
+            assert outcome.status == CANNOT_UNDERSTAND, f"{name}: {outcome.body!r}"
     bserver.check()
     assert not list(bserver.od.glob(f"*{instance}*")), "a data set not understood left a file"
     assert_no_spool_left(bserver)
