@@ -51,9 +51,12 @@ def send_message(chan: socket.socket, message: dict[str, object]) -> None:
     chan.send(json.dumps(message).encode())
 
 
-def receive_message(chan: socket.socket) -> dict[str, object] | None:
-    """The next status message; None when the other end has gone away."""
-    data = chan.recv(MAX_MESSAGE)
+def receive_message(chan: socket.socket, block: bool = True) -> dict[str, object] | None:
+    """The next status message; None when the other end has gone away.
+
+    With ``block`` false, raises :class:`BlockingIOError` when no message is waiting.
+    """
+    data = chan.recv(MAX_MESSAGE, 0 if block else socket.MSG_DONTWAIT)
     if not data:
         return None
     message = json.loads(data)

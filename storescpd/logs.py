@@ -116,6 +116,21 @@ def _watch_file_handlers() -> None:
                 handler.addFilter(ReopenOnRequest(handler))
 
 
+class PeerTracebackFilter(logging.Filter):
+    """Drops the traceback pynetdicom attaches to its errors about a peer's bytes.
+
+    Its message line stays (``E: Unable to decode the received PDU data``); the traceback is a
+    stack dump of pynetdicom's own code that tells an administrator nothing, and a hostile peer
+    could fill the log with it. From ``debug`` on it is kept.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("pynetdicom") and record.exc_info:
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def configure(level: str, config_file: str | None = None, stream: TextIO | None = None) -> None:
     """Configure the ``storescpd`` and ``pynetdicom`` loggers.
 
@@ -128,12 +143,14 @@ def configure(level: str, config_file: str | None = None, stream: TextIO | None 
         return
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(LetterFormatter("%(levelletter)s: %(message)s"))
+    ours = LEVELS[level]
+    if ours > logging.DEBUG:
+        handler.addFilter(PeerTracebackFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
-    ours = LEVELS[level]
     logging.getLogger("storescpd").setLevel(ours)
     logging.getLogger("pynetdicom").setLevel(ours if ours <= logging.DEBUG else logging.WARNING)
 

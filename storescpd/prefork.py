@@ -292,7 +292,12 @@ class PoolServer(SingleProcessServer):
 
     def _on_worker_message(self, worker: Worker) -> None:
         try:
-            message = fdpass.receive_message(worker.channel)
+            # Never blocking: a readiness report from the selector may be stale, because
+            # _newly_idle_worker() reads busy workers' messages while dispatching a connection
+            # that arrived in the same select() round.
+            message = fdpass.receive_message(worker.channel, block=False)
+        except BlockingIOError:
+            return
         except (OSError, ValueError) as err:
             log.debug("bad message from worker %d: %s", worker.index, err)
             message = None

@@ -43,9 +43,11 @@ from storescpd.worker.contexts import (
     verification_only,
 )
 from storescpd.worker.dimse import SpillingBuffer
+from storescpd.worker.ending import OpeningWatch, close, stop_dul
 from storescpd.worker.meta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from storescpd.worker.profiles import profile_contexts
 from storescpd.worker.store import Storage
+from storescpd.worker.wire import GuardedSocket, guard_dimse
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ SPOOL_PARENT = tempfile.gettempdir()
 """Where each process makes its spool directory ($TMPDIR), read before we redirect tempfile."""
 
 
-class QuickAckSocket(socket.socket):
+class QuickAckSocket(GuardedSocket):
     """A TCP socket that re-arms TCP_QUICKACK before every read.
 
     Linux clears QUICKACK on its own; a sender that leaves Nagle on (DCMTK's default) would
@@ -127,6 +129,7 @@ class _Association:
     peer_name: str | None = None  # #r, looked up once per association
     receiving: bool = False  # a data set is arriving (for the progress dots)
     aborted_by_option: bool = False
+    watch: OpeningWatch | None = None
 
 
 class Acceptor:
@@ -232,7 +235,7 @@ class Acceptor:
                     peer[0],
                     self.opts.acse_timeout,
                 )
-                _close(sock)
+                close(sock)
                 return
             if self.tls_context is not None:
                 secured = self._handshake(sock, peer)
@@ -247,17 +250,22 @@ class Acceptor:
                 contexts=self.contexts,
             )
             server.process_request(sock, peer)
-            assoc = state.assoc
-            if assoc is not None:
+            assoc, watch = state.assoc, state.watch
+            if assoc is not None and watch is not None:
+                gone = False
                 try:
-                    assoc.join()
+                    gone = watch.wait()
                 finally:
-                    # Also reached when a stop signal interrupts join(): the DUL thread is
+                    # Also reached when a stop signal interrupts the wait: the DUL thread is
                     # not a daemon and would keep the process alive.
                     if assoc.is_established:
                         assoc.abort()
-                    if assoc.dul.is_alive():
+                    if assoc.is_alive():  # interrupted, or left waiting for a request
                         assoc.kill()
+                    else:
+                        stop_dul(assoc, sock, peer[0], self.opts.acse_timeout + 1)
+                    if gone:
+                        close(sock)
                     reactor.release(assoc)
         finally:
             self._sweep_spool()
@@ -277,7 +285,7 @@ class Acceptor:
                 peer[0],
                 tls.failure_reason(err),
             )
-            _close(secured)
+            close(secured)
             return None
         log.info("TLS connection from %s: %s", peer[0], tls.describe(secured))
         return secured if self._tls_peer_speaks(secured, peer) else None
@@ -298,7 +306,7 @@ class Acceptor:
                 peer[0],
                 self.opts.acse_timeout,
             )
-            _close(secured)
+            close(secured)
             return False
         secured.unread(first)
         secured.settimeout(timeout)
@@ -307,14 +315,19 @@ class Acceptor:
     def _prepare(self, sock: socket.socket) -> socket.socket:
         # A socket passed between processes keeps O_NONBLOCK; pynetdicom needs blocking reads
         # bounded by a timeout so a stalled peer cannot pin us (PYNETDICOM.md §3.10).
+        # Every PDU header pynetdicom reads is checked on the way (see storescpd.worker.wire).
+        guarded: GuardedSocket
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock = QuickAckSocket(fileno=sock.detach())
-        sock.setblocking(True)
+            guarded = QuickAckSocket(fileno=sock.detach())
+        else:
+            guarded = GuardedSocket(fileno=sock.detach())
+        guarded.limit(self.opts.max_pdu)
+        guarded.setblocking(True)
         timeout = self.opts.socket_timeout
         if timeout > 0:
-            sock.settimeout(timeout)
-        return sock
+            guarded.settimeout(timeout)
+        return guarded
 
     def _peer_speaks(self, sock: socket.socket) -> bool:
         """Wait for the first byte (ACSE timeout): a connect-and-close, or a connection that
@@ -342,7 +355,7 @@ class Acceptor:
         opts = self.opts
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, lambda event: _capture(state, event)),
-            (evt.EVT_REQUESTED, lambda event: self._on_requested(event)),
+            (evt.EVT_REQUESTED, lambda event: self._on_requested(state, event)),
             (evt.EVT_ACCEPTED, lambda event: self._on_accepted(state, event)),
             (evt.EVT_CONN_CLOSE, lambda event: self._on_closed(state)),
             (evt.EVT_RELEASED, lambda event: log.info("Association Release")),
@@ -356,12 +369,14 @@ class Acceptor:
             handlers.append((evt.EVT_PDU_SENT, lambda event: self._on_pdu_sent(state, event)))
         return handlers
 
-    def _on_requested(self, event: evt.Event) -> None:
+    def _on_requested(self, state: _Association, event: evt.Event) -> None:
         # Negotiate with our own context list; once established, serve every C-STORE as a
         # storage request whatever its SOP class, as DCMTK does (SPEC §5.1). pynetdicom reads
         # this flag at both moments, and a process serves one association at a time.
         _config.UNRESTRICTED_STORAGE_SERVICE = False
         assoc = event.assoc
+        if state.watch is not None:
+            state.watch.request_taken()
         log.info("Association Received")
         rq = cast(A_ASSOCIATE, assoc.requestor.primitive)  # always set once requested
         self._show(f"{str(rq.calling_ae_title).strip()}@{assoc.requestor.address}")
@@ -513,6 +528,8 @@ def _capture(state: _Association, event: evt.Event) -> None:
     if _EVENT_DRIVEN:
         reactor.make_event_driven(event.assoc)
     state.assoc = event.assoc
+    state.watch = OpeningWatch(event.assoc)
+    guard_dimse(event.assoc)
 
 
 def _any_acceptable(assoc: Association, rq: A_ASSOCIATE) -> bool:
@@ -569,9 +586,3 @@ def _on_accepted(event: evt.Event) -> None:
 def _on_echo(event: evt.Event) -> int:
     log.info("Received Echo Request (MsgID %s)", event.request.MessageID)
     return 0x0000
-
-
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    sock.close()

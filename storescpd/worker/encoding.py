@@ -67,6 +67,9 @@ SIGNED_WITH_PIXELS: Final = frozenset(
      0x00280108, 0x00280109, 0x00283002, 0x00409211, 0x00409216}
 )  # fmt: skip
 UNDEFINED: Final = 0xFFFFFFFF
+MAX_NESTING: Final = 128
+"""Sequences nested deeper are refused: the parser and the encoder recurse once per level, and a
+peer must not be able to exhaust the stack (DCMTK fixed the same in 885ff0f, SPEC §15)."""
 INLINE_LIMIT: Final = 4096  # values up to this size are read into memory; larger ones stay spans
 COPY_CHUNK: Final = 1 << 20
 
@@ -170,6 +173,7 @@ class _Parser:
         self.creators: dict[tuple[int, int], str] = {}
         self.pixel_representation = 0
         self.waveform_bits: int | None = None
+        self.depth = 0  # sequences open around the element being read
 
     def read(self, n: int) -> bytes:
         data = self.src.read(n)
@@ -225,7 +229,11 @@ class _Parser:
         elif vr == "SQ" or length == UNDEFINED:
             # An undefined-length UN (or implicit unknown) holds implicit little endian items.
             inner = syn if vr == "SQ" else SYNTAXES[IMPLICIT_LE]
+            if self.depth == MAX_NESTING:
+                raise UnreadableDataset(f"sequences nested deeper than {MAX_NESTING} levels")
+            self.depth += 1
             node.items = self.sequence(inner, length)
+            self.depth -= 1
         else:
             node.value = self.value(length)
             if tag >> 16 & 1 or tag in _NOTED:

@@ -12,14 +12,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import queue
 import shutil
 import signal
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -34,11 +32,10 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
     generate_uid,
 )
-from pynetdicom import AE, _config, evt
-from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+from pynetdicom import evt
 from pynetdicom.pdu import P_DATA_TF
 
+from tests.battery.rawpeer import associate
 from tests.conftest import Server, poll_until, run_dcmtk
 
 StartServer = Callable[..., Server]
@@ -47,11 +44,6 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 DATASET_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
-
-VERIFICATION = UID("1.2.840.10008.1.1")
-
-# The peer waits this long for a response that a healthy server sends in milliseconds.
-RESPONSE_TIMEOUT = 30.0
 
 
 def is_failure(status: int | None) -> bool:
@@ -100,139 +92,6 @@ def encode_with_padded_instance_uid(ct_small: Path, uid: str) -> bytes:
     element = b"\x08\x00\x18\x00UI" + struct.pack("<H", len(marked))
     assert encoded.count(element + marked.encode()) == 1
     return encoded.replace(element + marked.encode(), element + uid.encode() + b" ")
-
-
-# --------------------------------------------------------------------------------------------
-# A peer that can say things a well-behaved SCU would not
-# --------------------------------------------------------------------------------------------
-
-
-class Checkpoint(threading.Event):
-    """pynetdicom's reactor checkpoint, counting the reactor's arrivals at it.
-
-    Waiting for ``Association._is_paused`` is not enough: it is still True for a moment after
-    the reactor has passed an open checkpoint, and a fast server's response can then be taken
-    off the queue by the reactor ("Received unexpected C-STORE service message").
-    """
-
-    def __init__(self, is_set: bool) -> None:
-        super().__init__()
-        self.arrivals = 0
-        self._arrived = threading.Condition()
-        if is_set:
-            self.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        with self._arrived:
-            self.arrivals += 1
-            self._arrived.notify_all()
-        return super().wait(timeout)
-
-    def pause(self, timeout: float) -> None:
-        """Close the checkpoint; return once the reactor is held at it."""
-        with self._arrived:
-            # An arrival counted after the clear finds the checkpoint closed and stays.
-            after = self.arrivals + 1
-            self.clear()
-            if not self._arrived.wait_for(lambda: self.arrivals >= after, timeout):
-                raise TimeoutError("pynetdicom's reactor did not come to its checkpoint")
-
-
-class Peer:
-    """One association from a pynetdicom requestor that can send hand-made DIMSE requests."""
-
-    def __init__(self, assoc: Association) -> None:
-        self.assoc = assoc
-        self.message_id = 0
-        # Private name, pynetdicom 3.0.4: the reactor looks the attribute up on every turn.
-        self.checkpoint = Checkpoint(assoc._reactor_checkpoint.is_set())
-        assoc._reactor_checkpoint = self.checkpoint
-
-    def context_id(self, abstract_syntax: str) -> int:
-        for cx in self.assoc.accepted_contexts:
-            if cx.abstract_syntax == abstract_syntax and cx.context_id is not None:
-                return cx.context_id
-        raise AssertionError(f"no accepted context for {abstract_syntax}")
-
-    def store(self, sop_class: str, sop_instance: str, data_set: bytes) -> int | None:
-        """Send a C-STORE-RQ with these request UIDs and data set bytes; None: no response."""
-        req = C_STORE()
-        req.MessageID = self._next_id()
-        req.Priority = 2
-        req.AffectedSOPClassUID = UID(sop_class)
-        # Relaxed for the answer too: it echoes the UID, and this client must be able to read it.
-        with relaxed_uid_checks():
-            req.AffectedSOPInstanceUID = UID(sop_instance)
-            req.DataSet = io.BytesIO(data_set)
-            return self._exchange(req, self.context_id(sop_class))
-
-    def echo(self) -> int | None:
-        req = C_ECHO()
-        req.MessageID = self._next_id()
-        req.AffectedSOPClassUID = VERIFICATION
-        return self._exchange(req, self.context_id(VERIFICATION))
-
-    def _next_id(self) -> int:
-        self.message_id += 1
-        return self.message_id
-
-    def _exchange(self, req: C_STORE | C_ECHO, context_id: int) -> int | None:
-        # As Association.send_c_store does: the reactor is paused so that it does not take the
-        # response off the queue before we do (private names, pynetdicom 3.0.4).
-        try:
-            self.checkpoint.pause(5)
-            self.assoc.dimse.send_msg(req, context_id)
-            rsp = self._await_response()
-        finally:
-            self.checkpoint.set()
-        status = getattr(rsp, "Status", None)
-        return None if status is None else int(status)
-
-    def _await_response(self) -> object:
-        # Not get_msg(block=True): after some aborts pynetdicom queues nothing, and that call
-        # would then wait out the whole DIMSE timeout. Wake up now and then to look.
-        deadline = time.monotonic() + RESPONSE_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                return self.assoc.dimse.msg_queue.get(timeout=0.1)[1]
-            except queue.Empty:
-                if not self.assoc.is_established:
-                    return None
-        return None
-
-
-@contextmanager
-def relaxed_uid_checks() -> Iterator[None]:
-    """Let this client put UIDs that break the grammar into a request (never done by a server)."""
-    saved = _config.VALIDATORS["UI"]
-    _config.VALIDATORS["UI"] = lambda value: (True, "")
-    try:
-        yield
-    finally:
-        _config.VALIDATORS["UI"] = saved
-
-
-@contextmanager
-def associate(
-    server: Server,
-    abstract_syntaxes: Sequence[str] = (CTImageStorage, VERIFICATION),
-    handlers: Sequence[
-        tuple[evt.InterventionEvent | evt.NotificationEvent, Callable[..., None]]
-    ] = (),
-) -> Iterator[Peer]:
-    ae = AE(ae_title="SAFETYSCU")
-    ae.dimse_timeout = RESPONSE_TIMEOUT
-    for uid in abstract_syntaxes:
-        ae.add_requested_context(uid, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", server.port, evt_handlers=list(handlers))
-    assert assoc.is_established, f"association refused or failed:\n{server.log}"
-    try:
-        yield Peer(assoc)
-    finally:
-        if assoc.is_established:
-            assoc.release()
-        if assoc.is_alive():
-            assoc.kill()
 
 
 # --------------------------------------------------------------------------------------------

@@ -56,6 +56,20 @@ def test_pynetdicom_chatter_only_from_debug() -> None:
     assert logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
 
 
+@pytest.mark.parametrize(("level", "lines"), [("info", 1), ("debug", 3)])
+def test_pynetdicom_tracebacks_only_from_debug(level: str, lines: int) -> None:
+    """A peer's bad bytes make pynetdicom log an exception: one line, unless debugging."""
+    stream = io.StringIO()
+    logs.configure(level, stream=stream)
+    try:
+        raise ValueError("Invalid 'Called AE Title' value")
+    except ValueError as err:
+        logging.getLogger("pynetdicom.dul").exception(err)
+    shown = stream.getvalue().splitlines()
+    assert shown[0] == "E: Invalid 'Called AE Title' value"
+    assert len(shown) >= lines if lines > 1 else len(shown) == 1
+
+
 def test_json_config_file(tmp_path: Path) -> None:
     target = tmp_path / "out.log"
     config = {

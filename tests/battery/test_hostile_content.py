@@ -1,0 +1,259 @@
+"""Hostile content: what a peer puts in UIDs, names and AE titles never decides a path by itself
+and never runs as code (DESIGN §5, SPEC §13.1 and §15: CVE-2022-2119, CVE-2026-5663, the -su
+'..' traversal, the AE-title injection into --exec-*).
+
+Each naming and hook option gets a server of its own; the peer sends values crafted for path
+traversal or shell injection, overlong values, control and non-ASCII characters. Every store
+must either succeed with a file inside -od whose name is made of safe characters, or fail with a
+failure status; nothing may appear outside -od, no partial or spool file may stay, no injected
+command may run, and a hook gets each value as one literal argument.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.battery.conftest import AGAINST_DCMTK, PATIENCE, BatteryServer, start_battery_server
+from tests.battery.rawpeer import RawPeer, associate_rq, explicit_element, uid
+from tests.conftest import poll_until
+
+if AGAINST_DCMTK:
+    pytest.skip("hostile content is storescpd's battery only", allow_module_level=True)
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+ROOT = "1.2.826.0.1.3680043.9.7433.3"
+SUCCESS = 0x0000
+MARKER = "PWNED"  # what an injected command would create
+
+# Crafted to escape -od or a study folder, to run a shell command, to break a log or a name.
+HOSTILE_TEXT = {
+    "parent": "../../../../x",
+    "dot-dot": "..",
+    "absolute": "/etc/passwd",
+    "semicolon": f";touch {MARKER};",
+    "subshell": f"$(touch {MARKER})",
+    "backticks": f"`touch {MARKER}`",
+    "quotes": f"';touch {MARKER};'",
+    "pipe": f"|touch {MARKER}",
+    "newline": f"x\ntouch {MARKER}",
+    "control": "a\x00b\x1b[31mc\x7f",
+    "non-ascii": "M\xfcller^J\xfcrgen",
+    "placeholder": "#f#p#a",
+    "overlong": "9" * 10000,
+}
+
+
+@dataclass
+class Hostile:
+    """One server with naming or hook options, and where its hook writes its arguments."""
+
+    server: BatteryServer
+    root: Path
+    hook_out: Path
+
+    def hook_calls(self) -> list[list[str]]:
+        if not self.hook_out.exists():
+            return []
+        return [json.loads(line) for line in self.hook_out.read_text().splitlines()]
+
+    def assert_contained(self) -> None:
+        """Nothing outside -od and the server's own files; no injected command ran."""
+        od = self.server.od
+        allowed = (od, self.root / "tmp", self.root / "hook")
+        strays = [
+            p
+            for p in self.root.rglob("*")
+            if p.is_file() and not any(p.is_relative_to(a) for a in allowed)
+            and not p.name.startswith("server.log")
+        ]  # fmt: skip
+        assert not strays, f"files outside -od: {strays}"
+        for place in (self.root, od, self.root / "hook", Path.cwd()):
+            assert not list(place.rglob(MARKER)), f"an injected command ran ({place})"
+        poll_until(lambda: not spool(self.root), PATIENCE, "the spool to be swept")
+
+    def stored(self) -> list[Path]:
+        od = self.server.od
+        return [
+            p
+            for p in od.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(od).parts)
+        ]
+
+
+def spool(root: Path) -> list[Path]:
+    return [p for p in (root / "tmp").rglob("*") if p.is_file()]
+
+
+HOOK = (
+    f"{shlex.quote(sys.executable)} -c "
+    "'import json, sys; print(json.dumps(sys.argv[1:]))' #a #c #f #p >> {out}"
+)
+
+
+def start_hostile(root: Path, args: list[str]) -> Hostile:
+    hook_dir = root / "hook"
+    hook_dir.mkdir()
+    out = hook_dir / "calls.jsonl"
+    # The hook runs in its own directory, so that an injected "touch" would land there.
+    hook = f"cd {shlex.quote(str(hook_dir))} && " + HOOK.format(out=shlex.quote(str(out)))
+    server = start_battery_server([*args, "-xcr", hook, "-xs"], "single", root)
+    return Hostile(BatteryServer(server, "single"), root, out)
+
+
+CONFIGS = {
+    "default-names": [],
+    "unique-names": ["+uf"],
+    "time-names": ["-tn"],
+    "extension": ["-fe", ".dcm"],
+    "sort-study-uid": ["-su", "S"],
+    "sort-study-uid-no-prefix": ["-su", ""],
+    "sort-patient-name": ["-sp"],
+    "sort-conc-studies": ["-ss", "C"],
+}
+
+
+def on(*configs: str) -> pytest.MarkDecorator:
+    """Run a test against the servers of these CONFIGS (the options that use the value)."""
+    return pytest.mark.parametrize("hostile", configs, indirect=True)
+
+
+@pytest.fixture(scope="module")
+def hostile(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Hostile]:
+    name = str(request.param)
+    root = tmp_path_factory.mktemp(f"hostile-{name}")
+    target = start_hostile(root, CONFIGS[name])
+    try:
+        yield target
+    finally:
+        status = target.server.server.stop()
+    assert status == 0, f"storescpd exited with {status}:\n{target.server.server.log[-3000:]}"
+
+
+def data_set(instance: str, patient: bytes, study: bytes, charset: bytes = b"") -> bytes:
+    return (
+        (explicit_element(0x00080005, "CS", charset) if charset else b"")
+        + explicit_element(0x00080016, "UI", uid(CT))
+        + explicit_element(0x00080018, "UI", instance.encode("latin-1"))
+        + explicit_element(0x00080060, "CS", b"CT")
+        + explicit_element(0x00100010, "PN", patient)
+        + explicit_element(0x00100020, "LO", b"HOSTILE")
+        + explicit_element(0x0020000D, "UI", study)
+        + explicit_element(0x0020000E, "UI", uid(f"{ROOT}.9"))
+    )
+
+
+def fresh_uid() -> str:
+    return f"{ROOT}.{time.monotonic_ns()}"
+
+
+def safe_name(name: str) -> bool:
+    return all(c.isascii() and (c.isalnum() or c in "._-^+=@") for c in name) and name not in (
+        ".",
+        "..",
+    )
+
+
+def store(target: Hostile, instance: str, patient: bytes, study: bytes) -> int | None:
+    with RawPeer(target.server.port, PATIENCE) as peer:
+        assert peer.associate().kind.value == "A-ASSOCIATE-AC"
+        return peer.store(CT, instance, data_set(instance, patient, study))
+
+
+def assert_outcome(target: Hostile, status: int | None, before: set[Path]) -> None:
+    """Stored inside -od under safe names, or refused with a failure status and no file."""
+    assert status is not None, "no C-STORE response"
+    new = set(target.stored()) - before
+    if status == SUCCESS:
+        assert len(new) == 1, f"stored, but files {new}"
+        for part in next(iter(new)).relative_to(target.server.od).parts:
+            assert safe_name(part), f"unsafe name {part!r}"
+    else:
+        assert 0xA700 <= status <= 0xCFFF, f"status 0x{status:04X}"
+        assert not new, f"refused with 0x{status:04X} but files {new}"
+    target.assert_contained()
+
+
+@on("default-names", "unique-names", "time-names", "extension", "sort-study-uid")
+@pytest.mark.parametrize("text", HOSTILE_TEXT)
+def test_hostile_sop_instance_uid(hostile: Hostile, text: str) -> None:
+    before = set(hostile.stored())
+    status = store(hostile, HOSTILE_TEXT[text], b"Hostile^Uid", uid(fresh_uid()))
+    assert_outcome(hostile, status, before)
+
+
+@on("sort-patient-name", "default-names")
+@pytest.mark.parametrize("text", HOSTILE_TEXT)
+def test_hostile_patient_name(hostile: Hostile, text: str) -> None:
+    before = set(hostile.stored())
+    name = HOSTILE_TEXT[text].encode("latin-1")
+    status = store(hostile, fresh_uid(), name, uid(fresh_uid()))
+    assert_outcome(hostile, status, before)
+
+
+@on("sort-study-uid", "sort-study-uid-no-prefix", "sort-conc-studies", "default-names")
+@pytest.mark.parametrize("text", HOSTILE_TEXT)
+def test_hostile_study_uid(hostile: Hostile, text: str) -> None:
+    before = set(hostile.stored())
+    status = store(hostile, fresh_uid(), b"Hostile^Study", HOSTILE_TEXT[text].encode("latin-1"))
+    assert_outcome(hostile, status, before)
+
+
+AE_TITLES = {
+    "semicolon": f";touch {MARKER}",
+    "subshell": f"$(touch {MARKER})",
+    "backticks": f"`touch {MARKER}`",
+    "quotes": f"';touch {MARKER}",
+    "double-quotes": f'";touch {MARKER};"',
+    "placeholder": "#f #p #c",
+    "leading-spaces": "  SPACED",
+}
+
+
+@on("default-names", "sort-patient-name", "unique-names")
+@pytest.mark.parametrize("title", AE_TITLES)
+def test_hostile_ae_titles_reach_the_hook_as_one_word(hostile: Hostile, title: str) -> None:
+    calling = AE_TITLES[title]
+    instance = fresh_uid()
+    with RawPeer(hostile.server.port, PATIENCE) as peer:
+        outcome = peer.associate(associate_rq(calling=calling, called=calling))
+        assert outcome.kind.value == "A-ASSOCIATE-AC", outcome
+        status = peer.store(CT, instance, data_set(instance, b"Ae^Title", uid(fresh_uid())))
+    assert status == SUCCESS
+
+    # Leading and trailing spaces of an AE title are not significant (PS3.5 6.2); anything
+    # else changed, or split into several words, and no call matches.
+    expected = [calling.strip()] * 2
+
+    def this_store() -> list[list[str]]:
+        return [args for args in hostile.hook_calls() if args[:2] == expected]
+
+    try:
+        poll_until(lambda: bool(this_store()), PATIENCE, "the hook to run")
+    except TimeoutError:
+        raise AssertionError(
+            f"no hook call with #a #c {expected}: {hostile.hook_calls()[-3:]}"
+        ) from None
+    hostile.assert_contained()
+
+
+@on("default-names")
+@pytest.mark.parametrize(
+    "title", [b"\x00\x01\x02control", b"M\xfcller", b"new\nline", b"\xff" * 16]
+)
+def test_ae_titles_with_control_or_non_ascii_bytes(hostile: Hostile, title: bytes) -> None:
+    """Answered (accepted, rejected or aborted), never a crash; a hook gets a literal word."""
+    with RawPeer(hostile.server.port, PATIENCE) as peer:
+        outcome = peer.associate(associate_rq(calling=title))
+        assert outcome.kind.value in ("A-ASSOCIATE-AC", "A-ASSOCIATE-RJ", "A-ABORT"), outcome
+    hostile.server.check()
+    hostile.assert_contained()
