@@ -206,6 +206,7 @@ class Service:
                 graceful_timeout=opts.graceful_timeout,
                 admit=admit,
                 max_associations=opts.max_associations,
+                max_associations_per_host=opts.max_associations_per_host,
             )
         elif opts.fork:
             server = ForkingServer(
@@ -214,9 +215,15 @@ class Service:
                 admit,
                 opts.max_associations,
                 graceful_timeout=opts.graceful_timeout,
+                max_associations_per_host=opts.max_associations_per_host,
             )
         else:
-            server = SingleProcessServer(sockets, self.acceptor.serve, admit)
+            server = SingleProcessServer(
+                sockets,
+                self.acceptor.serve,
+                admit,
+                max_associations_per_host=opts.max_associations_per_host,
+            )
         server.reload = self.reload
         if self.events is not None:
             server.companions.add("coordinator", self._coordinator())
@@ -249,6 +256,7 @@ class Service:
             server.serve = self.acceptor.serve
         if server is not None:
             server.max_associations = opts.max_associations
+            server.max_associations_per_host = opts.max_associations_per_host
             if self.events is not None:
                 server.companions.renew("coordinator", self._coordinator())
         old.close()

@@ -90,6 +90,8 @@ class SingleProcessServer:
         Concurrent associations beyond which a peer gets a transient A-ASSOCIATE-RJ at once
         (0: no limit). One process serves one association at a time, so this matters for
         the subclasses.
+    max_associations_per_host : int
+        The same, counted for each peer address (``--max-associations-per-host``).
     """
 
     def __init__(
@@ -98,16 +100,19 @@ class SingleProcessServer:
         serve: Serve,
         admit: Admit | None = None,
         max_associations: int = 0,
+        max_associations_per_host: int = 0,
     ) -> None:
         self.listeners = list(listeners)
         self.serve = serve
         self.admit = admit
         self.max_associations = max_associations
+        self.max_associations_per_host = max_associations_per_host
         self.reload: Callable[[], None] | None = None  # what HUP re-reads
         self.exit_status = 0
         self.stopping = False
         self.hurry = False  # a second stop signal, or QUIT: do not wait for anyone
         self.serving = False
+        self.serving_host = ""
         self.selector = selectors.DefaultSelector()
         self.draining: list[Draining] = []
         self.watchdog = sdnotify.Watchdog.from_environment()
@@ -187,27 +192,51 @@ class SingleProcessServer:
         # Host access control happens here, before a worker or a DICOM byte is involved.
         if self.admit is not None and not self.admit(conn, address):
             return
-        if self.max_associations and self._running() >= self.max_associations:
-            log.warning(
-                "%d associations running (--max-associations), rejecting association from %s",
-                self._running(),
-                address[0],
-            )
+        limit = self._limit_reached(address[0])
+        if limit:
+            log.warning("%s, rejecting association from %s", limit, address[0])
             self._reject(conn)
             return
         self._dispatch(conn, address)
+
+    def _limit_reached(self, host: str) -> str:
+        """Which limit a new association from ``host`` would exceed ('' for none); before
+        saying no, learn of associations that have just ended."""
+        verdict = self._over_limit(host)
+        if verdict:
+            self._catch_up()
+            verdict = self._over_limit(host)
+        return verdict
+
+    def _over_limit(self, host: str) -> str:
+        running = self._running()
+        if self.max_associations and running >= self.max_associations:
+            return f"{running} associations running (--max-associations)"
+        per_host = self.max_associations_per_host
+        if per_host and (from_host := self._running_from(host)) >= per_host:
+            return f"{from_host} associations from {host} running (--max-associations-per-host)"
+        return ""
+
+    def _catch_up(self) -> None:
+        """Collect news of ended associations now (subclasses: reap, read worker messages)."""
 
     def _running(self) -> int:
         """Associations being served now."""
         return int(self.serving)
 
+    def _running_from(self, host: str) -> int:
+        """Associations being served now for peer address ``host``."""
+        return int(self.serving and self.serving_host == host)
+
     def _dispatch(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         self.serving = True
+        self.serving_host = peer[0]
         try:
             with self.watchdog.kept_alive():
                 self.serve(conn, peer)
         finally:
             self.serving = False
+            self.serving_host = ""
 
     # --- transient rejection ------------------------------------------------------------
 
@@ -334,19 +363,26 @@ class ForkingServer(SingleProcessServer):
         admit: Admit | None = None,
         max_associations: int = 0,
         graceful_timeout: float = 60.0,
+        max_associations_per_host: int = 0,
     ) -> None:
-        super().__init__(listeners, serve, admit, max_associations)
+        super().__init__(listeners, serve, admit, max_associations, max_associations_per_host)
         self.graceful_timeout = graceful_timeout
-        self.children: set[int] = set()
+        self.children: dict[int, str] = {}  # pid -> the peer address it serves
 
     def _running(self) -> int:
         return len(self.children)
+
+    def _running_from(self, host: str) -> int:
+        return sum(peer == host for peer in self.children.values())
+
+    def _catch_up(self) -> None:
+        self._reap()
 
     def _dispatch(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         pid = os.fork()
         if pid == 0:
             self._run_child(conn, peer)
-        self.children.add(pid)
+        self.children[pid] = peer[0]
         conn.close()
         log.debug("association from %s handed to child process %d", peer[0], pid)
 
@@ -377,7 +413,7 @@ class ForkingServer(SingleProcessServer):
             if pid not in self.children:
                 self.companions.exited(pid, status, restart=not self.stopping)
                 continue
-            self.children.discard(pid)
+            del self.children[pid]
             if os.WIFSIGNALED(status):
                 log.warning("child %d was killed by signal %d", pid, os.WTERMSIG(status))
             elif os.WEXITSTATUS(status) != 0:

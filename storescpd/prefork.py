@@ -55,6 +55,7 @@ class Worker:
     idle_since: float = 0.0
     stored: int = 0  # objects it has reported as stored
     killed: bool = False  # by the master for silence; reaping will tell
+    peer: str = ""  # address of the peer it serves, while busy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +95,11 @@ class PoolServer(SingleProcessServer):
         graceful_timeout: float = 60.0,
         admit: Admit | None = None,
         max_associations: int = 0,
+        max_associations_per_host: int = 0,
     ) -> None:
-        super().__init__(listeners, lambda conn, peer: None, admit, max_associations)
+        super().__init__(
+            listeners, lambda conn, peer: None, admit, max_associations, max_associations_per_host
+        )
         self.entry = entry
         self.target = size.workers
         self.max_workers = max(size.max_workers, size.workers)
@@ -185,6 +189,14 @@ class PoolServer(SingleProcessServer):
         busy = (State.BUSY, State.RETIRING)
         return sum(w.state in busy for w in self.workers.values()) + len(self.pending)
 
+    def _running_from(self, host: str) -> int:
+        busy = (State.BUSY, State.RETIRING)
+        serving = sum(w.state in busy and w.peer == host for w in self.workers.values())
+        return serving + sum(peer[0] == host for _conn, peer in self.pending)
+
+    def _catch_up(self) -> None:
+        self._read_busy_workers()
+
     # --- accepting and handing off ----------------------------------------------------------
 
     def _dispatch(self, conn: socket.socket, peer: tuple[str, int]) -> None:
@@ -210,6 +222,7 @@ class PoolServer(SingleProcessServer):
             self._lose(worker)
         else:
             worker.state = State.BUSY
+            worker.peer = peer[0]
             notify_status(self.workers, self.stored)
         finally:
             conn.close()
@@ -223,13 +236,17 @@ class PoolServer(SingleProcessServer):
     def _newly_idle_worker(self) -> Worker | None:
         """Read what busy workers have already said: one that just finished an association
         may have reported idle in the same instant this connection arrived."""
-        busy = [w.channel for w in self.workers.values() if w.state is State.BUSY]
+        self._read_busy_workers()
+        return self._idle_worker()
+
+    def _read_busy_workers(self) -> None:
+        serving = (State.BUSY, State.RETIRING)
+        busy = [w.channel for w in self.workers.values() if w.state in serving]
         if busy:
             readable, _, _ = select.select(busy, [], [], 0)
             by_channel = {w.channel: w for w in self.workers.values()}
             for channel in readable:
                 self._on_worker_message(by_channel[channel])
-        return self._idle_worker()
 
     def _live(self) -> list[Worker]:
         """The workers that count towards the pool's size."""
@@ -301,6 +318,8 @@ class PoolServer(SingleProcessServer):
         if isinstance(stored, int) and stored > worker.stored:
             self.stored += stored - worker.stored
             worker.stored = stored
+        if message.get("state") == "idle":
+            worker.peer = ""
         if message.get("state") == "idle" and worker.state is not State.RETIRING:
             worker.booted = True
             worker.state = State.IDLE

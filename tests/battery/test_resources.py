@@ -1,0 +1,110 @@
+"""Resource bounds: per-host limits, idle floods, slow peers, descriptors, a bounded soak.
+
+Hostile peers connect from other loopback addresses (127.0.0.2, 127.0.0.3) so that the
+real sender, DCMTK's storescu on 127.0.0.1, is "another host" for ``--max-associations-per-host``.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from tests.conftest import poll_until, run_dcmtk
+from tests.integration.test_modes import make_instances, stored
+
+REJECT_LIMIT_EXCEEDED = bytes([0x03, 0x00, 0, 0, 0, 4, 0x00, 2, 3, 2])
+HOSTILE = "127.0.0.2"
+SLOW = "127.0.0.3"
+
+MODES = {"fork": ["--fork"], "pool": ["--workers", "2", "--max-workers", "6"]}
+
+
+def connect_from(source: str, port: int, *, blocking: bool = True) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((source, 0))
+    if blocking:
+        sock.connect(("127.0.0.1", port))
+    else:
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+    return sock
+
+
+@contextmanager
+def idle_connections(source: str, port: int, count: int) -> Iterator[list[socket.socket]]:
+    """``count`` connections from ``source`` that never send a byte."""
+    conns: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            conns.append(connect_from(source, port, blocking=count <= 10))
+        yield conns
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def first_bytes(conn: socket.socket, count: int, within: float) -> bytes:
+    conn.setblocking(True)
+    conn.settimeout(within)
+    data = b""
+    while len(data) < count:
+        chunk = conn.recv(count - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def echo_from(source: str, port: int) -> bool:
+    """A pynetdicom C-ECHO from ``source``: True when the association was accepted."""
+    ae = AE(ae_title="BATTERY")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = 10
+    assoc = ae.associate("127.0.0.1", port, bind_address=(source, 0))
+    if not assoc.is_established:
+        return False
+    status = assoc.send_c_echo()
+    assoc.release()
+    return bool(status) and status.Status == 0
+
+
+def send(port: int, files: list[Path]) -> subprocess.CompletedProcess[str]:
+    return run_dcmtk("storescu", "127.0.0.1", str(port), *map(str, files), timeout=120)
+
+
+@pytest.mark.parametrize("mode", MODES.values(), ids=MODES.keys())
+def test_per_host_limit_rejects_that_host_only(
+    storescpd, ct_small: Path, tmp_path: Path, mode: list[str]
+) -> None:
+    server = storescpd([*mode, "--max-associations-per-host", "2", "-ta", "30"])
+    with idle_connections(HOSTILE, server.port, 2), connect_from(HOSTILE, server.port) as third:
+        assert first_bytes(third, 10, 10) == REJECT_LIMIT_EXCEEDED
+        sent = send(server.port, make_instances(ct_small, tmp_path / "in", 3))
+        assert sent.returncode == 0, sent.stderr
+        assert len(stored(server.od)) == 3
+    assert (
+        "2 associations from 127.0.0.2 running (--max-associations-per-host), "
+        "rejecting association from 127.0.0.2" in server.log
+    )
+    # Once the idle ones are gone, that host is served again.
+    poll_until(lambda: echo_from(HOSTILE, server.port), 20, "127.0.0.2 to be served again")
+
+
+def test_per_host_limit_never_refuses_in_single_process_mode(
+    storescpd, ct_small: Path, tmp_path: Path
+) -> None:
+    server = storescpd(["--max-associations-per-host", "1"])
+    for k in range(3):
+        sent = send(server.port, make_instances(ct_small, tmp_path / f"in{k}", 1))
+        assert sent.returncode == 0, sent.stderr
+    assert len(stored(server.od)) == 3
+    assert "--max-associations-per-host" not in server.log
