@@ -15,6 +15,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, cast
@@ -88,6 +89,7 @@ class _Association:
     peer_name: str | None = None  # #r, looked up once per association
     receiving: bool = False  # a data set is arriving (for the progress dots)
     aborted_by_option: bool = False
+    requested: bool = False  # the whole A-ASSOCIATE-RQ has arrived
 
 
 class Acceptor:
@@ -169,6 +171,8 @@ class Acceptor:
     def serve(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         """Serve one association on ``sock`` until it ends; always closes the socket."""
         self._title = ""
+        connected = time.monotonic()
+        cutoff: threading.Timer | None = None
         try:
             sock = self._prepare(sock)
             if not self._peer_speaks(sock):
@@ -187,6 +191,7 @@ class Acceptor:
                 evt_handlers=self._handlers(state),
                 contexts=self.contexts,
             )
+            cutoff = self._request_cutoff(sock, state, peer, connected)
             server.process_request(sock, peer)
             assoc = state.assoc
             if assoc is not None:
@@ -200,7 +205,34 @@ class Acceptor:
                     if assoc.dul.is_alive():
                         assoc.kill()
         finally:
+            if cutoff is not None:
+                cutoff.cancel()
             self._sweep_spool()
+
+    def _request_cutoff(
+        self, sock: socket.socket, state: _Association, peer: tuple[str, int], connected: float
+    ) -> threading.Timer:
+        """Close a connection whose A-ASSOCIATE-RQ is not complete within the ACSE timeout
+        of its arrival (PS3.8's ARTIM). pynetdicom checks its ARTIM timer only between PDUs
+        and the socket timeout only between reads, so a peer dribbling a byte at a time
+        would otherwise hold this process for as long as it likes."""
+
+        def cut() -> None:
+            if not state.requested:
+                log.warning(
+                    "association request from %s not complete within %d s (ACSE timeout), "
+                    "closing the connection",
+                    peer[0],
+                    self.opts.acse_timeout,
+                )
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the DUL thread's blocked read
+
+        remaining = max(0.0, connected + self.opts.acse_timeout - time.monotonic())
+        timer = threading.Timer(remaining, cut)
+        timer.daemon = True
+        timer.start()
+        return timer
 
     def _prepare(self, sock: socket.socket) -> socket.socket:
         # A socket passed between processes keeps O_NONBLOCK; pynetdicom needs blocking reads
@@ -237,7 +269,7 @@ class Acceptor:
         opts = self.opts
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, lambda event: _capture(state, event)),
-            (evt.EVT_REQUESTED, lambda event: self._on_requested(event)),
+            (evt.EVT_REQUESTED, lambda event: self._on_requested(state, event)),
             (evt.EVT_ACCEPTED, lambda event: self._on_accepted(state, event)),
             (evt.EVT_CONN_CLOSE, lambda event: self._on_closed(state)),
             (evt.EVT_RELEASED, lambda event: log.info("Association Release")),
@@ -251,10 +283,11 @@ class Acceptor:
             handlers.append((evt.EVT_PDU_SENT, lambda event: self._on_pdu_sent(state, event)))
         return handlers
 
-    def _on_requested(self, event: evt.Event) -> None:
+    def _on_requested(self, state: _Association, event: evt.Event) -> None:
         # Negotiate with our own context list; once established, serve every C-STORE as a
         # storage request whatever its SOP class, as DCMTK does (SPEC §5.1). pynetdicom reads
         # this flag at both moments, and a process serves one association at a time.
+        state.requested = True
         _config.UNRESTRICTED_STORAGE_SERVICE = False
         assoc = event.assoc
         log.info("Association Received")

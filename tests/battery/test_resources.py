@@ -108,3 +108,65 @@ def test_per_host_limit_never_refuses_in_single_process_mode(
         assert sent.returncode == 0, sent.stderr
     assert len(stored(server.od)) == 3
     assert "--max-associations-per-host" not in server.log
+
+
+class Slowloris(threading.Thread):
+    """Sends an A-ASSOCIATE-RQ header announcing 1000 bytes, then one byte a second; records
+    when the server closed the connection."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.sock = connect_from(SLOW, port)
+        self.started = time.monotonic()
+        self.closed_after: float | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        payload = bytes([0x01, 0x00, 0, 0, 0x03, 0xE8, 0x00, 0x01, 0x00, 0x00]) + b"A" * 990
+        for byte in payload:
+            try:
+                self.sock.send(bytes([byte]))
+            except OSError:
+                break
+            self.sock.settimeout(1.0)
+            try:
+                if not self.sock.recv(4096):
+                    break
+            except TimeoutError:
+                pass
+            except OSError:
+                break
+            if self.stop.is_set():
+                return
+        self.closed_after = time.monotonic() - self.started
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join(5)
+        self.sock.close()
+
+
+def test_idle_flood_and_slowloris_do_not_stop_a_real_sender(
+    storescpd, ct_small: Path, tmp_path: Path
+) -> None:
+    server = storescpd(
+        ["--workers", "2", "--max-workers", "6", "--max-associations-per-host", "2",
+         "-ta", "4", "-ts", "10"]  # fmt: skip
+    )
+    files = make_instances(ct_small, tmp_path / "in", 20)
+    slow = Slowloris(server.port)
+    slow.start()
+    try:
+        with idle_connections(HOSTILE, server.port, 300):
+            sent = send(server.port, files)
+            assert sent.returncode == 0, sent.stderr
+            assert len(stored(server.od)) == 20
+            slow.join(20)
+            # The slow request is cut at the ACSE timeout, although the peer never paused
+            # for as long as the socket timeout.
+            assert slow.closed_after is not None, "the slowloris still holds its worker"
+            assert slow.closed_after < 4 + 3, slow.closed_after
+            assert server.alive()
+    finally:
+        slow.close()
+    assert "association request from 127.0.0.3 not complete within 4 s" in server.log
