@@ -52,8 +52,12 @@ def send_message(chan: socket.socket, message: dict[str, object]) -> None:
 
 
 def receive_message(chan: socket.socket) -> dict[str, object] | None:
-    """The next status message; None when the other end has gone away."""
-    data = chan.recv(MAX_MESSAGE)
+    """The next status message, without waiting; None when the other end has gone away.
+
+    Raises BlockingIOError when there is none: a readiness the caller saw may be stale (the
+    message was already read elsewhere), and the reader must not hang on it.
+    """
+    data = chan.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
     if not data:
         return None
     message = json.loads(data)

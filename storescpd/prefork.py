@@ -307,6 +307,8 @@ class PoolServer(SingleProcessServer):
     def _on_worker_message(self, worker: Worker) -> None:
         try:
             message = fdpass.receive_message(worker.channel)
+        except BlockingIOError:
+            return  # read already, e.g. by _read_busy_workers after this wake-up's select
         except (OSError, ValueError) as err:
             log.debug("bad message from worker %d: %s", worker.index, err)
             message = None

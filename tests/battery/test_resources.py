@@ -149,10 +149,8 @@ class Slowloris(threading.Thread):
 def test_idle_flood_and_slowloris_do_not_stop_a_real_sender(
     storescpd, ct_small: Path, tmp_path: Path
 ) -> None:
-    server = storescpd(
-        ["--workers", "2", "--max-workers", "6", "--max-associations-per-host", "2",
-         "-ta", "4", "-ts", "10"]  # fmt: skip
-    )
+    limits = ["--max-associations-per-host", "2", "-ta", "4", "-ts", "10"]
+    server = storescpd(["--workers", "2", "--max-workers", "6", *limits])
     files = make_instances(ct_small, tmp_path / "in", 20)
     slow = Slowloris(server.port)
     slow.start()
