@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import errno
 import logging
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -61,6 +63,14 @@ class Source(enum.Enum):
 # A-ASSOCIATE-RJ: rejected-transient (2), service-provider presentation (3), local limit (2).
 REJECT_LIMIT_EXCEEDED = bytes([0x03, 0x00, 0, 0, 0, 4, 0x00, 2, 3, 2])
 DRAIN_SECONDS = 5.0
+MAX_DRAINING = 64
+"""Rejected connections drained at once (and at most a quarter of the descriptor limit); a
+flood beyond that sheds the oldest, so rejected peers cannot take the descriptors the pool
+needs for its workers."""
+ACCEPT_PAUSE_SECONDS = 1.0
+"""Out of file descriptors with nothing to shed: stop accepting this long (the kernel's
+listen queue holds new peers meanwhile) instead of spinning on a listener that stays ready."""
+OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 @dataclasses.dataclass
@@ -115,6 +125,8 @@ class SingleProcessServer:
         self.serving_host = ""
         self.selector = selectors.DefaultSelector()
         self.draining: list[Draining] = []
+        self.accept_paused_until = 0.0  # monotonic; 0: accepting
+        self._short_of_fds_logged = -ACCEPT_PAUSE_SECONDS
         self.watchdog = sdnotify.Watchdog.from_environment()
         self.companions = Companions(self._leave_master_state)
         self._wakeup_r, self._wakeup_w = socket.socketpair()
@@ -163,6 +175,8 @@ class SingleProcessServer:
 
     def _next_wakeup(self) -> float | None:
         deadlines = [d.deadline for d in self.draining]
+        if self.accept_paused_until:
+            deadlines.append(self.accept_paused_until)
         if self.watchdog.enabled:
             deadlines.append(self.watchdog.due)
         timeout = self._select_timeout()
@@ -179,6 +193,10 @@ class SingleProcessServer:
         now = time.monotonic()
         for item in [d for d in self.draining if d.deadline <= now]:
             self._forget(item)
+        if self.accept_paused_until and now >= self.accept_paused_until and not self.stopping:
+            self.accept_paused_until = 0.0
+            for sock in self.listeners:
+                self.selector.register(sock, selectors.EVENT_READ, Source.LISTENER)
 
     def _accept(self, listener: socket.socket) -> None:
         try:
@@ -186,7 +204,10 @@ class SingleProcessServer:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as err:
-            log.error("accept failed: %s", err)
+            if err.errno in OUT_OF_DESCRIPTORS:
+                self._short_of_descriptors(err)
+            else:
+                log.error("accept failed: %s", err)
             return
         address = (str(peer[0]), int(peer[1]))
         # Host access control happens here, before a worker or a DICOM byte is involved.
@@ -238,6 +259,26 @@ class SingleProcessServer:
             self.serving = False
             self.serving_host = ""
 
+    def _short_of_descriptors(self, err: OSError) -> None:
+        """accept() found no free descriptor: give up the oldest rejected connection we are
+        still draining, or, with none, pause accepting. Either way the next peer waits in the
+        listen queue, not behind a loop spinning on the ready listener."""
+        now = time.monotonic()
+        if now - self._short_of_fds_logged >= ACCEPT_PAUSE_SECONDS:
+            self._short_of_fds_logged = now
+            log.warning(
+                "cannot accept a connection: %s (%d rejected connections draining)",
+                err.strerror or err,
+                len(self.draining),
+            )
+        if self.draining:
+            self._forget(self.draining[0])
+            return
+        self.accept_paused_until = now + ACCEPT_PAUSE_SECONDS
+        for sock in self.listeners:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(sock)
+
     # --- transient rejection ------------------------------------------------------------
 
     def _reject(self, conn: socket.socket) -> None:
@@ -249,6 +290,10 @@ class SingleProcessServer:
         except OSError:
             conn.close()
             return
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        most = MAX_DRAINING if soft_limit == resource.RLIM_INFINITY else soft_limit // 4
+        while self.draining and len(self.draining) >= min(MAX_DRAINING, most):
+            self._forget(self.draining[0])
         item = Draining(conn, time.monotonic() + DRAIN_SECONDS)
         self.draining.append(item)
         self.selector.register(conn, selectors.EVENT_READ, item)
@@ -379,7 +424,12 @@ class ForkingServer(SingleProcessServer):
         self._reap()
 
     def _dispatch(self, conn: socket.socket, peer: tuple[str, int]) -> None:
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as err:
+            log.error("cannot fork for the association from %s: %s", peer[0], err.strerror)
+            self._reject(conn)
+            return
         if pid == 0:
             self._run_child(conn, peer)
         self.children[pid] = peer[0]

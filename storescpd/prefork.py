@@ -265,12 +265,24 @@ class PoolServer(SingleProcessServer):
 
     # --- workers ----------------------------------------------------------------------------
 
-    def _spawn(self) -> Worker:
+    def _spawn(self) -> Worker | None:
+        """Fork a worker; None when the system has no descriptor or process to spare (the
+        pool then serves with what it has, and tops up on the next signal)."""
         index = self._free_index()
-        mine, theirs = fdpass.channel()
+        try:
+            mine, theirs = fdpass.channel()
+        except OSError as err:
+            log.error("cannot start a worker: %s", err.strerror or err)
+            return None
         if self.heartbeats is not None:
             self.heartbeats.beat(index)  # booting counts as a sign of life
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as err:
+            log.error("cannot start a worker: %s", err.strerror or err)
+            mine.close()
+            theirs.close()
+            return None
         if pid == 0:
             mine.close()
             self._run_worker(theirs, index)
@@ -388,7 +400,8 @@ class PoolServer(SingleProcessServer):
 
     def _top_up(self) -> None:
         while len(self._live()) < self.target and not self.stopping:
-            self._spawn()
+            if self._spawn() is None:
+                break
 
     def _on_resize(self, signo: int, frame: object) -> None:
         if signo == signal.SIGTTIN:  # the admin's word beats --max-workers

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -165,6 +166,31 @@ def test_idle_flood_and_slowloris_do_not_stop_a_real_sender(
             assert slow.closed_after is not None, "the slowloris still holds its worker"
             assert slow.closed_after < 4 + 3, slow.closed_after
             assert server.alive()
+            # Rejected connections are drained a few seconds at most, and only so many.
+            assert psutil.Process(server.pid).num_fds() < 100
     finally:
         slow.close()
     assert "association request from 127.0.0.3 not complete within 4 s" in server.log
+
+
+def test_a_master_short_of_descriptors_neither_spins_nor_dies(
+    storescpd, ct_small: Path, tmp_path: Path
+) -> None:
+    """300 connections against a master allowed 64 descriptors: a real sender is served."""
+    server = storescpd(["--workers", "2", "--max-workers", "6", "--max-associations-per-host",
+                        "2", "-ta", "20"])  # fmt: skip
+    subprocess.run(["prlimit", "--pid", str(server.pid), "--nofile=64:64"], check=True)
+    master = psutil.Process(server.pid)
+    files = make_instances(ct_small, tmp_path / "in", 5)
+    with idle_connections(HOSTILE, server.port, 300):
+        cpu_before = sum(master.cpu_times()[:2])
+        started = time.monotonic()
+        sent = send(server.port, files)
+        assert sent.returncode == 0, sent.stderr
+        assert len(stored(server.od)) == 5
+        poll_until(lambda: time.monotonic() - started > 2, 5, "two seconds of flood")
+        # A master spinning on a listener it cannot accept from burns a whole core.
+        cpu = sum(master.cpu_times()[:2]) - cpu_before
+        assert cpu < 0.5 * (time.monotonic() - started), cpu
+        assert server.alive() and master.num_fds() <= 64
+    assert server.log.count("cannot accept a connection") < 10
