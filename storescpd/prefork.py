@@ -16,6 +16,7 @@ import collections
 import contextlib
 import dataclasses
 import enum
+import gc
 import logging
 import os
 import select
@@ -276,6 +277,9 @@ class PoolServer(SingleProcessServer):
             return None
         if self.heartbeats is not None:
             self.heartbeats.beat(index)  # booting counts as a sign of life
+        # What the master holds now is never garbage to a worker: kept out of the collector,
+        # a worker's full collection does not write to (and so unshare) every page of it.
+        gc.freeze()
         try:
             pid = os.fork()
         except OSError as err:

@@ -6,16 +6,19 @@ real sender, DCMTK's storescu on 127.0.0.1, is "another host" for ``--max-associ
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
 import pytest
+from pydicom import dcmread
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -194,3 +197,52 @@ def test_a_master_short_of_descriptors_neither_spins_nor_dies(
         assert cpu < 0.5 * (time.monotonic() - started), cpu
         assert server.alive() and master.num_fds() <= 64
     assert server.log.count("cannot accept a connection") < 10
+
+
+SOAK_STORES = int(os.environ.get("STORESCPD_SOAK_STORES", "3000"))
+"""Objects the soak sends (e.g. 20 000 in a long run), 50 per association; the first quarter
+warms up (a worker's first associations load what it serves with)."""
+PER_ASSOCIATION = 50
+
+
+def footprint(pid: int) -> dict[str, tuple[int, int]]:
+    """Open descriptors and memory of the master and each worker, by title: the workers'
+    unique memory (USS), the master's resident size (its USS grows whenever a worker writes
+    to a page they shared, which is the worker's cost, not the master's)."""
+    master = psutil.Process(pid)
+    found = {"master": (master.num_fds(), master.memory_info().rss)}
+    for proc in master.children():
+        title = " ".join(proc.cmdline()).split(" [")[0]
+        found[title] = (proc.num_fds(), proc.memory_full_info().uss)
+    return found
+
+
+def test_bounded_soak_keeps_descriptors_and_memory_flat(
+    storescpd, ct_small: Path, tmp_path: Path
+) -> None:
+    # One worker more than senders: a sender reconnecting at once may find its last worker
+    # still tidying up, and a full pool answers that with a transient RJ.
+    server = storescpd(["--workers", "3", "--max-workers", "3", "--no-sync"])
+    files = make_instances(ct_small, tmp_path / "in", SOAK_STORES)
+    batches = [files[k : k + PER_ASSOCIATION] for k in range(0, len(files), PER_ASSOCIATION)]
+    quarter = max(6, len(batches) // 4)
+    warm_up, rest = batches[:quarter], batches[quarter:]
+
+    def run(part: list[list[Path]]) -> None:
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda batch: send(server.port, batch), part))
+        failed = [r.stderr for r in results if r.returncode != 0]
+        assert not failed, failed[:2]
+
+    run(warm_up)
+    before = footprint(server.pid)
+    run(rest)
+    after = footprint(server.pid)
+    assert before.keys() == after.keys(), "a process was replaced during the soak"
+    for title, (fds, uss) in after.items():
+        fds_then, uss_then = before[title]
+        assert fds <= fds_then + 2, f"{title}: {fds_then} -> {fds} descriptors"
+        assert uss <= uss_then + max(4 << 20, uss_then // 10), f"{title}: {uss_then} -> {uss}"
+    names = stored(server.od)
+    assert len(names) == SOAK_STORES, "an object was lost or stored twice"
+    assert {f"CT.{dcmread(f, stop_before_pixels=True).SOPInstanceUID}" for f in files} == set(names)
