@@ -336,6 +336,9 @@ def _access_control(opts: options.Options) -> AccessControl | None:
         lookup=not opts.disable_host_lookup,
     )
     control.load()
+    problems = control.unreadable()
+    if problems:
+        raise StartupError(problems[0])
     return control
 
 

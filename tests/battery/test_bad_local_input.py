@@ -77,6 +77,14 @@ CASES: dict[str, tuple[Case, str]] = {
         lambda t: ["-xf", "/etc/dcmtk/storescp.cfg", "NoSuchProfile"],
         "unknown configuration profile name",
     ),
+    "hosts-allow-unreadable": (
+        lambda t: ["+ac", "--hosts-allow", _directory(t, "allow")],
+        "cannot open",
+    ),
+    "hosts-deny-unreadable": (
+        lambda t: ["+ac", "--hosts-deny", _directory(t, "deny")],
+        "cannot open",
+    ),
     "output-directory-missing": (
         lambda t: ["-od", f"{t}/none"],
         "specified output directory does not exist",
