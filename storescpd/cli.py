@@ -357,9 +357,12 @@ def _drop_privileges(opts: options.Options) -> None:
         return
     try:
         account = pwd.getpwnam(opts.user) if opts.user is not None else None
+    except KeyError:
+        raise StartupError(f"cannot drop privileges: unknown user {opts.user}") from None
+    try:
         gid = grp.getgrnam(opts.group).gr_gid if opts.group is not None else None
-    except KeyError as err:
-        raise StartupError(f"cannot drop privileges: unknown user or group {err}") from None
+    except KeyError:
+        raise StartupError(f"cannot drop privileges: unknown group {opts.group}") from None
     if gid is None and account is not None:
         gid = account.pw_gid
     try:

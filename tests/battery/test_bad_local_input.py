@@ -93,7 +93,27 @@ CASES: dict[str, tuple[Case, str]] = {
         lambda t: ["-od", _write(t, "file", "x")],
         "specified output directory does not exist",
     ),
-    "user-unknown": (lambda t: ["--user", "no-such-user-here"], "cannot drop privileges"),
+    "user-unknown": (
+        lambda t: ["--user", "no-such-user-here"],
+        "cannot drop privileges: unknown user no-such-user-here",
+    ),
+    "group-unknown": (
+        lambda t: ["--user", "root", "--group", "no-such-group-here"],
+        "cannot drop privileges: unknown group no-such-group-here",
+    ),
+    "listen-not-an-address": (
+        lambda t: ["--listen", "999.1.1.1"],
+        "cannot listen on 999.1.1.1: not an IPv4 or IPv6 address",
+    ),
+    "listen-address-not-here": (
+        lambda t: ["--listen", "192.0.2.1"],  # TEST-NET-1: on no interface of this host
+        "cannot create network: Cannot assign requested address",
+    ),
+    "option-needs-another": (
+        lambda t: ["--max-workers", "3"],
+        "--max-workers only allowed with --workers",
+    ),
+    "options-conflict": (lambda t: ["--workers", "2", "--fork"], "not allowed with --fork"),
     "pid-file-in-missing-directory": (
         lambda t: ["--pid-file", f"{t}/none/x.pid"],
         "cannot open pid file",
