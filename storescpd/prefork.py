@@ -1,13 +1,13 @@
 """The pre-fork pool: long-lived workers, each handed one accepted socket at a time.
 
 The master accepts, picks an idle worker and passes the connection over that worker's channel
-(SCM_RIGHTS), then closes its copy. It grows the pool up to ``max_workers`` when all are busy and,
-when even that is full, answers the peer at once with a transient A-ASSOCIATE-RJ (local limit
-exceeded) instead of leaving it waiting. Dead workers are reaped, logged and replaced; a worker
-that cannot even boot stops the server instead of a respawn loop; a silent one
-(``--worker-timeout``) is killed. HUP replaces every worker: the old ones finish what they
-serve, new ones take the new connections. This module never imports DICOM code: the worker's
-entry point is given by the CLI.
+(SCM_RIGHTS), then closes its copy. It grows the pool up to ``max_workers`` when all are busy
+and, when even that is full, gives a busy worker a moment (``FULL_POOL_WAIT``) to finish, then
+answers the peer with a transient A-ASSOCIATE-RJ (local limit exceeded) instead of leaving it
+waiting. Dead workers are reaped, logged and replaced; a worker that cannot even boot stops the
+server instead of a respawn loop; a silent one (``--worker-timeout``) is killed. HUP replaces
+every worker: the old ones finish what they serve, new ones take the new connections. This
+module never imports DICOM code: the worker's entry point is given by the CLI.
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 
 WorkerEntry = Callable[[socket.socket, int], int]
 """Runs in a forked worker: serves sockets from its channel; returns the exit status."""
+
+
+FULL_POOL_WAIT = 1.0
+"""How long a connection that finds every worker busy (and the pool at --max-workers) waits
+for one to finish before the transient A-ASSOCIATE-RJ: a sender that releases and at once
+associates again must not be refused because its worker is still tidying up."""
 
 
 class State(enum.Enum):
@@ -110,6 +116,10 @@ class PoolServer(SingleProcessServer):
         self.graceful_timeout = graceful_timeout
         self.workers: dict[int, Worker] = {}
         self.pending: collections.deque[tuple[socket.socket, tuple[str, int]]] = collections.deque()
+        # Connections waiting (until a deadline) for a busy worker of a full pool to finish.
+        self.waiting: collections.deque[tuple[socket.socket, tuple[str, int], float]] = (
+            collections.deque()
+        )
         self._announce = False  # READY=1 owed once no worker is booting
         self.stored = 0  # objects stored by all workers, as they reported after associations
 
@@ -152,6 +162,8 @@ class PoolServer(SingleProcessServer):
 
     def _select_timeout(self) -> float | None:
         waits = [self.worker_timeout / 4] if self.worker_timeout else []
+        if self.waiting:
+            waits.append(max(0.0, self.waiting[0][2] - time.monotonic()))
         surplus = self._surplus()
         if surplus:
             waits.append(max(0.0, surplus[0].idle_since + self.idle_timeout - time.monotonic()))
@@ -167,6 +179,12 @@ class PoolServer(SingleProcessServer):
     def _tick(self) -> None:
         super()._tick()
         now = time.monotonic()
+        while self.waiting and self.waiting[0][2] <= now:
+            conn, peer, _deadline = self.waiting.popleft()
+            log.warning(
+                "all %d workers busy, rejecting association from %s", len(self._live()), peer[0]
+            )
+            self._reject(conn)
         for worker in self._surplus():
             if now - worker.idle_since < self.idle_timeout or len(self._live()) <= self.target:
                 break
@@ -188,12 +206,15 @@ class PoolServer(SingleProcessServer):
 
     def _running(self) -> int:
         busy = (State.BUSY, State.RETIRING)
-        return sum(w.state in busy for w in self.workers.values()) + len(self.pending)
+        serving = sum(w.state in busy for w in self.workers.values())
+        return serving + len(self.pending) + len(self.waiting)
 
     def _running_from(self, host: str) -> int:
         busy = (State.BUSY, State.RETIRING)
         serving = sum(w.state in busy and w.peer == host for w in self.workers.values())
-        return serving + sum(peer[0] == host for _conn, peer in self.pending)
+        queued = [peer for _conn, peer in self.pending]
+        queued += [peer for _conn, peer, _deadline in self.waiting]
+        return serving + sum(peer[0] == host for peer in queued)
 
     def _catch_up(self) -> None:
         self._read_busy_workers()
@@ -209,6 +230,10 @@ class PoolServer(SingleProcessServer):
             self._spawn()
         if self._booting() > len(self.pending):
             self.pending.append((conn, peer))  # handed over as soon as a worker is up
+            return
+        busy = sum(w.state is State.BUSY for w in self.workers.values())
+        if len(self.waiting) < busy:
+            self.waiting.append((conn, peer, time.monotonic() + FULL_POOL_WAIT))
             return
         log.warning(
             "all %d workers busy, rejecting association from %s", len(self._live()), peer[0]
@@ -307,6 +332,8 @@ class PoolServer(SingleProcessServer):
             worker.channel.close()
         for conn, _peer in self.pending:
             conn.close()
+        for conn, _peer, _deadline in self.waiting:
+            conn.close()
         self.selector = selectors.DefaultSelector()
 
     def _run_worker(self, channel: socket.socket, index: int) -> NoReturn:
@@ -344,6 +371,9 @@ class PoolServer(SingleProcessServer):
             worker.idle_since = time.monotonic()
             if self.pending:
                 self._hand(worker, *self.pending.popleft())
+            elif self.waiting:
+                conn, peer, _deadline = self.waiting.popleft()
+                self._hand(worker, conn, peer)
             self._announce_if_ready()
         notify_status(self.workers, self.stored)
 
@@ -420,6 +450,9 @@ class PoolServer(SingleProcessServer):
     def _stop_children(self) -> None:
         while self.pending:
             conn, _peer = self.pending.popleft()
+            conn.close()
+        while self.waiting:
+            conn, _peer, _deadline = self.waiting.popleft()
             conn.close()
         for worker in list(self.workers.values()):
             self._retire(worker)

@@ -220,9 +220,7 @@ def footprint(pid: int) -> dict[str, tuple[int, int]]:
 def test_bounded_soak_keeps_descriptors_and_memory_flat(
     storescpd, ct_small: Path, tmp_path: Path
 ) -> None:
-    # One worker more than senders: a sender reconnecting at once may find its last worker
-    # still tidying up, and a full pool answers that with a transient RJ.
-    server = storescpd(["--workers", "3", "--max-workers", "3", "--no-sync"])
+    server = storescpd(["--workers", "2", "--max-workers", "2", "--no-sync"])
     files = make_instances(ct_small, tmp_path / "in", SOAK_STORES)
     batches = [files[k : k + PER_ASSOCIATION] for k in range(0, len(files), PER_ASSOCIATION)]
     quarter = max(6, len(batches) // 4)
@@ -246,3 +244,16 @@ def test_bounded_soak_keeps_descriptors_and_memory_flat(
     names = stored(server.od)
     assert len(names) == SOAK_STORES, "an object was lost or stored twice"
     assert {f"CT.{dcmread(f, stop_before_pixels=True).SOPInstanceUID}" for f in files} == set(names)
+
+
+def test_a_full_pool_serves_senders_that_reconnect_at_once(storescpd) -> None:
+    """As many senders as workers, each starting its next association the moment the last
+    one is released: none may be refused while its worker is still tidying up."""
+    server = storescpd(["--workers", "2", "--max-workers", "2"])
+
+    def sender(_k: int) -> int:
+        return sum(echo_from("127.0.0.1", server.port) for _ in range(40))
+
+    with ThreadPoolExecutor(2) as pool:
+        served = list(pool.map(sender, range(2)))
+    assert served == [40, 40], f"refused: {80 - sum(served)} of 80\n{server.log[-2000:]}"
