@@ -24,7 +24,7 @@ from storescpd import asconfig, daemonize, listeners, logs, options, sdnotify
 from storescpd.access import AccessControl
 from storescpd.events import EventQueue
 from storescpd.exitcodes import ExitCode
-from storescpd.fsio import is_writable_directory
+from storescpd.fsio import is_writable_directory, remove_spools_of
 from storescpd.heartbeat import Heartbeats
 from storescpd.master import ForkingServer, SingleProcessServer
 from storescpd.prefork import PoolServer, PoolSize, WorkerEntry
@@ -225,6 +225,7 @@ class Service:
                 max_associations_per_host=opts.max_associations_per_host,
             )
         server.reload = self.reload
+        server.after_crash = _spool_remover()
         if self.events is not None:
             server.companions.add("coordinator", self._coordinator())
         self._server = server
@@ -291,6 +292,18 @@ class Service:
             logs.configure(new.log_level)
         self.profile = profile
         return new
+
+
+def _spool_remover() -> Callable[[int], None]:
+    """Removes the spool directories of a serving process that was killed (pynetdicom spools
+    each data set there; a killed process cannot remove its own)."""
+    from storescpd.worker.acceptor import SPOOL_PARENT
+
+    def remove(pid: int) -> None:
+        if remove_spools_of(SPOOL_PARENT, pid):
+            log.info("removed the spool directory of process %d", pid)
+
+    return remove
 
 
 def _event_queue(opts: options.Options) -> EventQueue | None:

@@ -8,9 +8,11 @@ Knows nothing about DICOM.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
+import shutil
 from types import TracebackType
 from typing import BinaryIO
 
@@ -18,6 +20,7 @@ log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".storescpd-"
 TEMP_SUFFIX = ".part"
+SPOOL_PREFIX = "storescpd-spool-"
 
 
 class AtomicFile:
@@ -116,6 +119,28 @@ def copy_stream(src: BinaryIO, dst: BinaryIO, chunk: int = 1 << 20) -> int:
             return total
         dst.write(view[:n])
         total += n
+
+
+def spool_prefix(pid: int) -> str:
+    """How the spool directories of process ``pid`` begin (``mkdtemp`` adds a random part)."""
+    return f"{SPOOL_PREFIX}{pid}-"
+
+
+def remove_spools_of(parent: str, pid: int) -> int:
+    """Remove the spool directories a dead process ``pid`` left in ``parent`` (a data set
+    half received when it was killed can be large); returns how many. Only our own real
+    directories: in a shared /tmp, a look-alike name or a symlink is someone else's."""
+    removed = 0
+    prefix = spool_prefix(pid)
+    with contextlib.suppress(OSError), os.scandir(parent) as entries:
+        for entry in entries:
+            if not entry.name.startswith(prefix) or not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.stat(follow_symlinks=False).st_uid != os.geteuid():
+                continue
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def is_writable_directory(path: str) -> bool:

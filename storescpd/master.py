@@ -118,6 +118,8 @@ class SingleProcessServer:
         self.max_associations = max_associations
         self.max_associations_per_host = max_associations_per_host
         self.reload: Callable[[], None] | None = None  # what HUP re-reads
+        # Tidies what a serving child that did not end normally left behind (its pid given).
+        self.after_crash: Callable[[int], None] = lambda pid: None
         self.exit_status = 0
         self.stopping = False
         self.hurry = False  # a second stop signal, or QUIT: do not wait for anyone
@@ -464,6 +466,8 @@ class ForkingServer(SingleProcessServer):
                 self.companions.exited(pid, status, restart=not self.stopping)
                 continue
             del self.children[pid]
+            if status != 0:
+                self.after_crash(pid)
             if os.WIFSIGNALED(status):
                 log.warning("child %d was killed by signal %d", pid, os.WTERMSIG(status))
             elif os.WEXITSTATUS(status) != 0:
@@ -484,5 +488,6 @@ class ForkingServer(SingleProcessServer):
         for pid in sorted(self.children):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
+                self.after_crash(pid)
         self.children.clear()
         self.companions.reap(restart=False)

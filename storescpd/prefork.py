@@ -421,6 +421,8 @@ class PoolServer(SingleProcessServer):
                 continue
             self._lose(worker)
             _log_exit(worker, status)
+            if status != 0:
+                self.after_crash(pid)
             if (
                 not worker.booted
                 and os.WIFEXITED(status)
@@ -477,6 +479,8 @@ class PoolServer(SingleProcessServer):
         if worker is not None:
             self._lose(worker)
             _log_exit(worker, status)
+            if status != 0:
+                self.after_crash(pid)
         else:
             self.companions.exited(pid, status, restart=False)
 

@@ -29,6 +29,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.transport import AssociationServer
 
 from storescpd.asconfig import Profile
+from storescpd.fsio import spool_prefix
 from storescpd.options import Options
 from storescpd.proctitle import set_title
 from storescpd.worker.announce import Announcer
@@ -161,7 +162,8 @@ class Acceptor:
 
     def fresh_spool(self) -> None:
         """Give this (newly forked) process a spool directory of its own."""
-        self.spool_dir = tempfile.mkdtemp(prefix="storescpd-spool-", dir=SPOOL_PARENT)
+        # The pid in the name lets the master remove it should this process be killed.
+        self.spool_dir = tempfile.mkdtemp(prefix=spool_prefix(os.getpid()), dir=SPOOL_PARENT)
         tempfile.tempdir = self.spool_dir  # pynetdicom spools data sets here
 
     def close(self) -> None:

@@ -162,8 +162,11 @@ def test_sigkill_under_load_loses_and_duplicates_nothing(
     args = ["--workers", "2", "--max-workers", "4", "-ss", "ST", "-rns", "-tos", "1",
             "-xcs", f"echo #p >> {ends}"]  # fmt: skip
     pixels = dcmread(ct_small).PixelData
+    spool = tmp_path / "tmp"  # TMPDIR: where pynetdicom spools what it receives
+    spool.mkdir()
+    env = {"TMPDIR": str(spool)}
     try:
-        server = storescpd(args, od=od)
+        server = storescpd(args, od=od, extra_env=env)
         load = Load(server.port, ct_small)
         kill_at = rng.randrange(20, SENDERS * PER_SENDER // 2)
         load.start()
@@ -179,9 +182,10 @@ def test_sigkill_under_load_loses_and_duplicates_nothing(
         assert load.count() > kill_at, "the load did not go on after the kill"
         assert server.stop() == 0  # then nothing renames files while they are checked
         check_output(od, load, pixels)
+        assert not list(spool.iterdir()), "a killed process's spool directory was left"
         # A restart on the same directory finishes the studies left open, and still every
         # acknowledged object is there once.
-        again = storescpd(args, od=od, keep_notify=True)
+        again = storescpd(args, od=od, extra_env=env)
         poll_until(lambda: not open_studies(od), 30, "the open studies to end")
         check_output(od, load, pixels)
         assert again.stop() == 0

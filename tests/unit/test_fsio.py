@@ -83,3 +83,20 @@ def test_is_writable_directory(tmp_path: Path) -> None:
     assert not is_writable_directory(str(tmp_path / "missing"))
     (tmp_path / "file").write_text("x")
     assert not is_writable_directory(str(tmp_path / "file"))
+
+
+def test_remove_spools_of_takes_only_that_process_s_own_directories(tmp_path: Path) -> None:
+    from storescpd.fsio import remove_spools_of, spool_prefix
+
+    mine = tmp_path / f"{spool_prefix(123)}abcd"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "sub" / "half-received").write_bytes(b"x" * 100)
+    other_pid = tmp_path / f"{spool_prefix(1234)}efgh"
+    other_pid.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / f"{spool_prefix(123)}link").symlink_to(elsewhere)
+    assert remove_spools_of(str(tmp_path), 123) == 1
+    assert not mine.exists()
+    assert other_pid.is_dir() and elsewhere.is_dir()
+    assert remove_spools_of(str(tmp_path / "missing"), 123) == 0
