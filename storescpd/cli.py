@@ -24,7 +24,7 @@ from storescpd import asconfig, daemonize, listeners, logs, options, sdnotify
 from storescpd.access import AccessControl
 from storescpd.events import EventQueue
 from storescpd.exitcodes import ExitCode
-from storescpd.fsio import is_writable_directory, remove_spools_of
+from storescpd.fsio import is_writable_directory, remove_spools_of, remove_temporaries_of
 from storescpd.heartbeat import Heartbeats
 from storescpd.master import ForkingServer, SingleProcessServer
 from storescpd.prefork import PoolServer, PoolSize, WorkerEntry
@@ -225,7 +225,7 @@ class Service:
                 max_associations_per_host=opts.max_associations_per_host,
             )
         server.reload = self.reload
-        server.after_crash = _spool_remover()
+        server.after_crash = _leftovers_remover(opts.output_directory)
         if self.events is not None:
             server.companions.add("coordinator", self._coordinator())
         self._server = server
@@ -258,6 +258,7 @@ class Service:
         if server is not None:
             server.max_associations = opts.max_associations
             server.max_associations_per_host = opts.max_associations_per_host
+            server.after_crash = _leftovers_remover(opts.output_directory)
             if self.events is not None:
                 server.companions.renew("coordinator", self._coordinator())
         old.close()
@@ -294,14 +295,17 @@ class Service:
         return new
 
 
-def _spool_remover() -> Callable[[int], None]:
-    """Removes the spool directories of a serving process that was killed (pynetdicom spools
-    each data set there; a killed process cannot remove its own)."""
+def _leftovers_remover(output_directory: str) -> Callable[[int], None]:
+    """Removes what a serving process that was killed could not: its spool directories
+    (pynetdicom spools each data set there) and its temporary files in the output directory."""
     from storescpd.worker.acceptor import SPOOL_PARENT
 
     def remove(pid: int) -> None:
         if remove_spools_of(SPOOL_PARENT, pid):
             log.info("removed the spool directory of process %d", pid)
+        removed = remove_temporaries_of(output_directory, pid)
+        if removed:
+            log.info("removed %d temporary files of process %d", removed, pid)
 
     return remove
 

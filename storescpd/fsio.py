@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import secrets
 import shutil
 from types import TracebackType
@@ -42,8 +43,9 @@ class AtomicFile:
         directory, name = os.path.split(final_path)
         self.directory = directory or "."
         # The random part keeps two writers of the same final name (e.g. a resent
-        # instance on two associations) from sharing a temporary file.
-        temp_name = f"{TEMP_PREFIX}{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        # instance on two associations) from sharing a temporary file; the pid tells whose
+        # it is, should the writer be killed (remove_temporaries_of).
+        temp_name = f"{TEMP_PREFIX}{name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
         self.temp_path = os.path.join(self.directory, temp_name)
         self.file: BinaryIO | None = None
         self.replaced_existing = False
@@ -140,6 +142,20 @@ def remove_spools_of(parent: str, pid: int) -> int:
                 continue
             shutil.rmtree(entry.path, ignore_errors=True)
             removed += 1
+    return removed
+
+
+def remove_temporaries_of(directory: str, pid: int) -> int:
+    """Remove the temporary files a killed writer ``pid`` left in ``directory`` (never under a
+    final name, but hidden clutter that would pile up); returns how many."""
+    removed = 0
+    tail = re.compile(rf"\.{pid}-[0-9a-f]{{8}}{re.escape(TEMP_SUFFIX)}\Z")
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith(TEMP_PREFIX) and tail.search(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
     return removed
 
 

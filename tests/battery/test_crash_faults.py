@@ -24,6 +24,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from storescpd.coordinator import JOURNAL
+from storescpd.fsio import TEMP_PREFIX, TEMP_SUFFIX
 from storescpd.studyruns import REGISTRY
 from tests.conftest import Server, poll_until
 from tests.integration.test_safety import visible_files
@@ -183,6 +184,8 @@ def test_sigkill_under_load_loses_and_duplicates_nothing(
         assert server.stop() == 0  # then nothing renames files while they are checked
         check_output(od, load, pixels)
         assert not list(spool.iterdir()), "a killed process's spool directory was left"
+        hidden = [p.name for p in od.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}")]
+        assert not hidden, f"a killed process's temporary files were left: {hidden}"
         # A restart on the same directory finishes the studies left open, and still every
         # acknowledged object is there once.
         again = storescpd(args, od=od, extra_env=env)
