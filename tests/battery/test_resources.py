@@ -217,6 +217,7 @@ def footprint(pid: int) -> dict[str, tuple[int, int]]:
     return found
 
 
+@pytest.mark.timeout(60 + SOAK_STORES // 40)
 def test_bounded_soak_keeps_descriptors_and_memory_flat(
     storescpd, ct_small: Path, tmp_path: Path
 ) -> None:
