@@ -71,6 +71,21 @@ ACCEPT_PAUSE_SECONDS = 1.0
 """Out of file descriptors with nothing to shed: stop accepting this long (the kernel's
 listen queue holds new peers meanwhile) instead of spinning on a listener that stays ready."""
 OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+LIMIT_WAIT = 1.0
+"""How long a connection over --max-associations(-per-host) is held before the transient RJ:
+a sender that releases and at once associates again must not be refused because the process
+that served it has not quite gone yet."""
+MAX_HELD = 8
+"""Connections held at once; beyond that, one over a limit is rejected straight away."""
+
+
+@dataclasses.dataclass
+class Held:
+    """A connection over a limit, given until ``deadline`` for a running association to end."""
+
+    conn: socket.socket
+    peer: tuple[str, int]
+    deadline: float
 
 
 @dataclasses.dataclass
@@ -127,6 +142,7 @@ class SingleProcessServer:
         self.serving_host = ""
         self.selector = selectors.DefaultSelector()
         self.draining: list[Draining] = []
+        self.held: list[Held] = []
         self.accept_paused_until = 0.0  # monotonic; 0: accepting
         self._short_of_fds_logged = -ACCEPT_PAUSE_SECONDS
         self.watchdog = sdnotify.Watchdog.from_environment()
@@ -156,6 +172,9 @@ class SingleProcessServer:
                 sock.close()
             for item in list(self.draining):
                 self._forget(item)
+            for held in self.held:
+                held.conn.close()
+            self.held.clear()
             self.selector.close()
             self._stop_children()
             self.companions.stop()
@@ -176,7 +195,7 @@ class SingleProcessServer:
             self._drain(key.data)
 
     def _next_wakeup(self) -> float | None:
-        deadlines = [d.deadline for d in self.draining]
+        deadlines = [d.deadline for d in self.draining] + [h.deadline for h in self.held]
         if self.accept_paused_until:
             deadlines.append(self.accept_paused_until)
         if self.watchdog.enabled:
@@ -199,6 +218,8 @@ class SingleProcessServer:
             self.accept_paused_until = 0.0
             for sock in self.listeners:
                 self.selector.register(sock, selectors.EVENT_READ, Source.LISTENER)
+        if self.held and not self.stopping:
+            self._serve_held(now)
 
     def _accept(self, listener: socket.socket) -> None:
         try:
@@ -216,11 +237,27 @@ class SingleProcessServer:
         if self.admit is not None and not self.admit(conn, address):
             return
         limit = self._limit_reached(address[0])
-        if limit:
+        if limit and len(self.held) < MAX_HELD:
+            self.held.append(Held(conn, address, time.monotonic() + LIMIT_WAIT))
+        elif limit:
             log.warning("%s, rejecting association from %s", limit, address[0])
             self._reject(conn)
-            return
-        self._dispatch(conn, address)
+        else:
+            self._dispatch(conn, address)
+
+    def _serve_held(self, now: float) -> None:
+        """After a wake-up (a child reaped, a worker idle, a deadline): serve the held
+        connections that fit under the limits now, in order; reject those out of time."""
+        held, self.held = self.held, []
+        for item in held:
+            limit = self._over_limit(item.peer[0])
+            if not limit:
+                self._dispatch(item.conn, item.peer)
+            elif item.deadline <= now:
+                log.warning("%s, rejecting association from %s", limit, item.peer[0])
+                self._reject(item.conn)
+            else:
+                self.held.append(item)
 
     def _limit_reached(self, host: str) -> str:
         """Which limit a new association from ``host`` would exceed ('' for none); before
@@ -377,6 +414,8 @@ class SingleProcessServer:
             sock.close()
         for item in self.draining:
             item.conn.close()
+        for held in self.held:
+            held.conn.close()
         self.watchdog = sdnotify.Watchdog(0)  # only the master speaks to systemd
 
     def _drain_signals(self) -> None:

@@ -194,10 +194,10 @@ OPTIONS: Final[tuple[Opt, ...]] = (
         "kill and replace a worker silent for s seconds\n(stuck in a request; 0: never)",
         PROCESS, dest="worker_timeout", value_type=Unsigned(0)),
     Opt("", "--max-associations", 1, "[n]umber: integer (default: 0)",
-        "serve at most n associations at once, reject\nmore at once (0: no limit)", PROCESS,
+        "serve at most n associations at once, reject\nmore (0: no limit)", PROCESS,
         dest="max_associations", value_type=Unsigned(0)),
     Opt("", "--max-associations-per-host", 1, "[n]umber: integer (default: 0)",
-        "serve at most n associations at once from one\npeer address, reject more at once "
+        "serve at most n associations at once from one\npeer address, reject more "
         "(0: no limit;\nmeaningless with --inetd)", PROCESS,
         dest="max_associations_per_host", value_type=Unsigned(0)),
     Opt("", "--daemon", help="detach from the terminal and run in the background",

@@ -247,10 +247,22 @@ def test_bounded_soak_keeps_descriptors_and_memory_flat(
     assert {f"CT.{dcmread(f, stop_before_pixels=True).SOPInstanceUID}" for f in files} == set(names)
 
 
-def test_a_full_pool_serves_senders_that_reconnect_at_once(storescpd) -> None:
-    """As many senders as workers, each starting its next association the moment the last
-    one is released: none may be refused while its worker is still tidying up."""
-    server = storescpd(["--workers", "2", "--max-workers", "2"])
+# Two senders against exactly two places: a full pool, --max-associations under --fork, and
+# --max-associations-per-host (both senders are 127.0.0.1).
+AT_THE_LIMIT = {
+    "pool-full": ["--workers", "2", "--max-workers", "2"],
+    "fork-max-associations": ["--fork", "--max-associations", "2"],
+    "pool-per-host": ["--workers", "4", "--max-associations-per-host", "2"],
+}
+
+
+@pytest.mark.parametrize("limit", AT_THE_LIMIT.values(), ids=AT_THE_LIMIT.keys())
+def test_senders_at_the_limit_that_reconnect_at_once_are_served(
+    storescpd, limit: list[str]
+) -> None:
+    """Each sender starts its next association the moment the last one is released: none
+    may be refused because the process that served it is still winding down."""
+    server = storescpd(limit)
 
     def sender(_k: int) -> int:
         return sum(echo_from("127.0.0.1", server.port) for _ in range(40))
