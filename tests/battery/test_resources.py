@@ -176,6 +176,24 @@ def test_idle_flood_and_slowloris_do_not_stop_a_real_sender(
     assert "association request from 127.0.0.3 not complete within 4 s" in server.log
 
 
+def test_waves_of_connect_and_close_leave_the_master_as_it_was(storescpd) -> None:
+    """A port scanner's connect-and-close, 5 waves of 200: the master's descriptors return
+    to where they were and its memory does not grow with the waves (cf. CVE-2026-50254)."""
+    server = storescpd(["--workers", "2", "--max-workers", "4", "--max-associations-per-host",
+                        "2"])  # fmt: skip
+    master = psutil.Process(server.pid)
+    baseline_fds = master.num_fds()
+    rss = []
+    for _wave in range(5):
+        with idle_connections(HOSTILE, server.port, 200):
+            pass
+        poll_until(lambda: master.num_fds() <= baseline_fds, 20, "the master to let go")
+        rss.append(master.memory_info().rss)
+    assert rss[-1] - rss[0] < 1 << 20, rss
+    assert "(--max-associations-per-host)" in server.log, "the waves never reached the master"
+    assert echo_from("127.0.0.1", server.port)
+
+
 def test_a_master_short_of_descriptors_neither_spins_nor_dies(
     storescpd, ct_small: Path, tmp_path: Path
 ) -> None:
