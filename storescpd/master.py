@@ -77,6 +77,9 @@ a sender that releases and at once associates again must not be refused because 
 that served it has not quite gone yet."""
 MAX_HELD = 8
 """Connections held at once; beyond that, one over a limit is rejected straight away."""
+REJECTION_LOG_INTERVAL = 1.0
+"""At most one rejection line per peer address in this many seconds: a flood of connections
+must not become a flood of log lines that fills the disk."""
 
 
 @dataclasses.dataclass
@@ -143,6 +146,7 @@ class SingleProcessServer:
         self.selector = selectors.DefaultSelector()
         self.draining: list[Draining] = []
         self.held: list[Held] = []
+        self._rejections_logged: dict[str, tuple[float, int]] = {}  # host -> (when, since)
         self.accept_paused_until = 0.0  # monotonic; 0: accepting
         self._short_of_fds_logged = -ACCEPT_PAUSE_SECONDS
         self.watchdog = sdnotify.Watchdog.from_environment()
@@ -240,8 +244,7 @@ class SingleProcessServer:
         if limit and len(self.held) < MAX_HELD:
             self.held.append(Held(conn, address, time.monotonic() + LIMIT_WAIT))
         elif limit:
-            log.warning("%s, rejecting association from %s", limit, address[0])
-            self._reject(conn)
+            self._reject(conn, address[0], limit)
         else:
             self._dispatch(conn, address)
 
@@ -254,8 +257,7 @@ class SingleProcessServer:
             if not limit:
                 self._dispatch(item.conn, item.peer)
             elif item.deadline <= now:
-                log.warning("%s, rejecting association from %s", limit, item.peer[0])
-                self._reject(item.conn)
+                self._reject(item.conn, item.peer[0], limit)
             else:
                 self.held.append(item)
 
@@ -320,8 +322,10 @@ class SingleProcessServer:
 
     # --- transient rejection ------------------------------------------------------------
 
-    def _reject(self, conn: socket.socket) -> None:
-        """Answer A-ASSOCIATE-RJ (transient, local limit exceeded) without reading the RQ."""
+    def _reject(self, conn: socket.socket, host: str, why: str) -> None:
+        """Answer A-ASSOCIATE-RJ (transient, local limit exceeded) without reading the RQ;
+        log ``why`` (rate-limited per peer address)."""
+        self._log_rejection(host, why)
         conn.setblocking(False)
         try:
             conn.send(REJECT_LIMIT_EXCEEDED)
@@ -336,6 +340,20 @@ class SingleProcessServer:
         item = Draining(conn, time.monotonic() + DRAIN_SECONDS)
         self.draining.append(item)
         self.selector.register(conn, selectors.EVENT_READ, item)
+
+    def _log_rejection(self, host: str, why: str) -> None:
+        now = time.monotonic()
+        logged = self._rejections_logged
+        last, unlogged = logged.get(host, (-REJECTION_LOG_INTERVAL, 0))
+        if now - last < REJECTION_LOG_INTERVAL:
+            logged[host] = (last, unlogged + 1)
+            return
+        more = f" ({unlogged} more from there not logged)" if unlogged else ""
+        log.warning("%s, rejecting association from %s%s", why, host, more)
+        if len(logged) > 1024:  # many peers: forget the quiet ones, the table stays small
+            for old in [h for h, (t, _n) in logged.items() if now - t >= REJECTION_LOG_INTERVAL]:
+                del logged[old]
+        logged[host] = (now, 0)
 
     def _drain(self, item: Draining) -> None:
         try:
@@ -469,7 +487,7 @@ class ForkingServer(SingleProcessServer):
             pid = os.fork()
         except OSError as err:
             log.error("cannot fork for the association from %s: %s", peer[0], err.strerror)
-            self._reject(conn)
+            self._reject(conn, peer[0], "cannot fork")
             return
         if pid == 0:
             self._run_child(conn, peer)

@@ -181,10 +181,7 @@ class PoolServer(SingleProcessServer):
         now = time.monotonic()
         while self.waiting and self.waiting[0][2] <= now:
             conn, peer, _deadline = self.waiting.popleft()
-            log.warning(
-                "all %d workers busy, rejecting association from %s", len(self._live()), peer[0]
-            )
-            self._reject(conn)
+            self._reject(conn, peer[0], f"all {len(self._live())} workers busy")
         for worker in self._surplus():
             if now - worker.idle_since < self.idle_timeout or len(self._live()) <= self.target:
                 break
@@ -235,10 +232,7 @@ class PoolServer(SingleProcessServer):
         if len(self.waiting) < busy:
             self.waiting.append((conn, peer, time.monotonic() + FULL_POOL_WAIT))
             return
-        log.warning(
-            "all %d workers busy, rejecting association from %s", len(self._live()), peer[0]
-        )
-        self._reject(conn)
+        self._reject(conn, peer[0], f"all {len(self._live())} workers busy")
 
     def _hand(self, worker: Worker, conn: socket.socket, peer: tuple[str, int]) -> None:
         try:
@@ -286,8 +280,7 @@ class PoolServer(SingleProcessServer):
         """Connections waiting for workers that will not come: reject them."""
         while len(self.pending) > self._booting():
             conn, peer = self.pending.pop()
-            log.warning("no worker came up for the association from %s, rejecting it", peer[0])
-            self._reject(conn)
+            self._reject(conn, peer[0], "no worker came up")
 
     # --- workers ----------------------------------------------------------------------------
 
