@@ -1,9 +1,10 @@
-"""Write the OPTIONS section of ``man/storescpd.8`` from storescpd's option table.
+"""Write the OPTIONS sections of ``man/storescpd.8`` and ``man/storescpd-dcmrecv.8`` from
+their option tables.
 
-The manual's prose is hand-written; only the lines between the two marker comments are
-generated, so the option list cannot drift from ``storescpd --help``. Run it from anywhere:
-``python man/generate.py`` rewrites the page in place; ``--check`` only reports (exit 1) when
-the page is out of date.
+The manuals' prose is hand-written; only the lines between the two marker comments are
+generated, so the option lists cannot drift from ``storescpd --help`` and
+``storescpd-dcmrecv --help``. Run it from anywhere: ``python man/generate.py`` rewrites the
+pages in place; ``--check`` only reports (exit 1) when a page is out of date.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from storescpd.options import OPTIONS, Group, Opt
+from storescpd.recvoptions import OPTIONS_DCMRECV
 
 PAGE = Path(__file__).resolve().parent / "storescpd.8"
+DCMRECV_PAGE = Path(__file__).resolve().parent / "storescpd-dcmrecv.8"
+PAGES: tuple[tuple[Path, tuple[Opt, ...]], ...] = ((PAGE, OPTIONS), (DCMRECV_PAGE, OPTIONS_DCMRECV))
 BEGIN = '.\\" BEGIN GENERATED OPTIONS (man/generate.py)'
 END = '.\\" END GENERATED OPTIONS'
 LATER = (
@@ -57,11 +61,11 @@ def heading(title: str) -> str:
     return title.rstrip(":").capitalize()
 
 
-def options_section() -> list[str]:
+def options_section(table: tuple[Opt, ...] = OPTIONS) -> list[str]:
     """The roff lines of the OPTIONS section, grouped as ``--help`` groups them."""
     lines = [".SH OPTIONS"]
     group: Group = ("", "")
-    for option in OPTIONS:
+    for option in table:
         if option.group != group:
             new_section = option.group[0] != group[0]
             if new_section:
@@ -75,26 +79,28 @@ def options_section() -> list[str]:
     return lines
 
 
-def render(page: str) -> str:
+def render(page: str, table: tuple[Opt, ...] = OPTIONS) -> str:
     """``page`` with everything between the markers replaced by the generated section."""
     head, found, rest = page.partition(BEGIN + "\n")
     _, found_end, tail = rest.partition(END + "\n")
     if not (found and found_end):
-        raise SystemExit(f"{PAGE}: marker comments not found")
-    return head + BEGIN + "\n" + "\n".join(options_section()) + "\n" + END + "\n" + tail
+        raise SystemExit("marker comments not found")
+    section = "\n".join(options_section(table))
+    return head + BEGIN + "\n" + section + "\n" + END + "\n" + tail
 
 
 def main(argv: list[str]) -> int:
-    old = PAGE.read_text(encoding="utf-8")
-    new = render(old)
-    if "--check" in argv:
-        if new != old:
-            print(f"{PAGE} is out of date: run python man/generate.py", file=sys.stderr)
-            return 1
-        return 0
-    if new != old:
-        PAGE.write_text(new, encoding="utf-8")
-    return 0
+    status = 0
+    for path, table in PAGES:
+        old = path.read_text(encoding="utf-8")
+        new = render(old, table)
+        if "--check" in argv:
+            if new != old:
+                print(f"{path} is out of date: run python man/generate.py", file=sys.stderr)
+                status = 1
+        elif new != old:
+            path.write_text(new, encoding="utf-8")
+    return status
 
 
 if __name__ == "__main__":

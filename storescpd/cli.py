@@ -1,7 +1,8 @@
 """``storescpd [options] port``: command line → checks → listeners → serving loop.
 
 The only place that turns errors into exit statuses (SPEC §3): every command-line, configuration
-and start-up error exits with 1, like DCMTK's storescp.
+and start-up error exits with 1, like DCMTK's storescp. ``storescpd-dcmrecv`` runs the same
+code with dcmrecv's command line (:mod:`storescpd.recvoptions`) and exit statuses (SPEC §12.5).
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ import os
 import pwd
 import secrets
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from storescpd import asconfig, daemonize, listeners, logs, options, sdnotify
+from storescpd import asconfig, daemonize, listeners, logs, options, recvoptions, sdnotify, tls
 from storescpd.access import AccessControl
 from storescpd.events import EventQueue
-from storescpd.exitcodes import ExitCode
+from storescpd.exitcodes import ExitCode, RecvExitCode
 from storescpd.fsio import is_writable_directory, remove_spools_of, remove_temporaries_of
 from storescpd.heartbeat import Heartbeats
 from storescpd.master import ForkingServer, SingleProcessServer
@@ -39,43 +41,80 @@ INETD_OPTIONS = frozenset({"-id", "--inetd"})
 
 
 class StartupError(Exception):
-    """A fatal start-up problem, logged as DCMTK's ``F:``/``E:`` line before exiting with 1."""
+    """A fatal start-up problem, logged as DCMTK's ``F:``/``E:`` line before exiting with 1.
 
-    def __init__(self, message: str, level: int = logging.CRITICAL) -> None:
+    ``kind`` says what failed, for storescpd-dcmrecv's exit statuses and texts: ``"config"``
+    (the ``-xf`` file or profile), ``"output-directory"``, ``"listen"`` or ``"tls"``;
+    ``detail`` is the reason dcmrecv's line gives after its own words.
+    """
+
+    def __init__(self, message: str, level: int = logging.CRITICAL, *, kind: str = "",
+                 detail: str = "") -> None:  # fmt: skip
         super().__init__(message)
         self.level = level
+        self.kind = kind
+        self.detail = detail or message
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run storescpd; returns the process exit status."""
+# dcmrecv's fatal lines and exit statuses, by StartupError.kind (SPEC §12.5)
+RECV_FAILURES: dict[str, tuple[str, RecvExitCode]] = {
+    "config": ("cannot load association configuration: {detail}",
+               RecvExitCode.ASSOCIATION_CONFIG),
+    "output-directory": ("cannot specify output directory: {detail}",
+                         RecvExitCode.OUTPUT_DIRECTORY),
+    "listen": ("cannot start SCP and listen on port {port}: {detail}",
+               RecvExitCode.CANNOT_LISTEN),
+    "tls": ("{detail}", RecvExitCode.TRANSPORT_LAYER),
+}  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None, program: options.Program | None = None) -> int:
+    """Run storescpd (or the command line ``program`` describes); returns the exit status."""
+    program = program or options.STORESCP
     args = list(sys.argv[1:] if argv is None else argv)
     inetd_socket = None
-    if INETD_OPTIONS.intersection(args):
+    if "--inetd" in program.by_long and INETD_OPTIONS.intersection(args):
         # Before anything can be printed: under xinetd stderr is the peer's socket.
         try:
             inetd_socket = listeners.from_inetd()
         except OSError:
             return ExitCode.INETD_FD
-    parsed = options.run_command_line(args, sys.stdout, sys.stderr)
+    parsed = options.run_command_line(args, sys.stdout, sys.stderr, tls.list_ciphers,
+                                      program=program)  # fmt: skip
     if isinstance(parsed, int):
         return parsed
     opts = parsed
     later = options.not_yet_supported(opts)
     if later:
-        sys.stderr.write(options.format_error(f"{later[0]} is not supported yet"))
+        sys.stderr.write(options.format_error(f"{later[0]} is not supported yet", program))
         return ExitCode.COMMAND_LINE
     try:
         logs.configure(opts.log_level, opts.log_config)
     except logs.LogConfigError as err:
-        sys.stderr.write(options.format_error(str(err)))
+        sys.stderr.write(options.format_error(str(err), program))
         return ExitCode.COMMAND_LINE
     if opts.arguments:
-        _print_arguments(args)
+        _print_arguments(args, program)
     try:
-        return serve(opts, inetd_socket, args, negotiation_profile(opts))
+        profile = negotiation_profile(opts)
+        if opts.dcmrecv:
+            if profile is None:
+                log.warning("no configuration file specified, "
+                            "SCP will only support the Verification SOP Class")  # fmt: skip
+            _check_output_directory(opts)  # dcmrecv checks it before the TLS layer
+        return serve(opts, inetd_socket, args, profile, tls_context(opts))
     except StartupError as err:
+        if opts.dcmrecv and err.kind in RECV_FAILURES:
+            text, status = RECV_FAILURES[err.kind]
+            log.critical("%s", text.format(detail=err.detail, port=opts.port))
+            return status
         log.log(err.level, "%s", err)
         return ExitCode.COMMAND_LINE
+
+
+def program_of(opts: options.Options) -> options.Program:
+    """The command line ``opts`` came from (a HUP parses it again with the same table)."""
+    return recvoptions.DCMRECV if opts.dcmrecv else options.STORESCP
 
 
 def negotiation_profile(opts: options.Options) -> asconfig.Profile | None:
@@ -87,7 +126,23 @@ def negotiation_profile(opts: options.Options) -> asconfig.Profile | None:
     try:
         return asconfig.scp_profile(asconfig.load(path), name)
     except asconfig.AsconfigError as err:
-        raise StartupError(asconfig.fatal_message(err).rstrip()) from None
+        raise StartupError(asconfig.fatal_message(err).rstrip(), kind="config",
+                           detail=err.message.rstrip()) from None  # fmt: skip
+
+
+TERMINAL_PASSWORD = tls.TerminalPassword()
+"""``+ps``: asked at start-up, remembered for HUP reloads."""
+
+
+def tls_context(opts: options.Options) -> ssl.SSLContext | None:
+    """The ``+tls`` context, made before anything is bound and before ``--user`` may take
+    away the right to read the key; the workers inherit it and do the handshakes."""
+    if opts.tls is None:
+        return None
+    try:
+        return tls.create_context(opts.tls, TERMINAL_PASSWORD)
+    except tls.TlsError as err:
+        raise StartupError(str(err), kind="tls") from None
 
 
 def serve(
@@ -95,6 +150,7 @@ def serve(
     inetd_socket: socket.socket | None = None,
     args: Sequence[str] = (),
     profile: asconfig.Profile | None = None,
+    tls_context: ssl.SSLContext | None = None,
 ) -> int:
     """Check the environment, open the listeners and serve until stopped.
 
@@ -124,7 +180,7 @@ def serve(
         daemonize.detach(keep + ([pid_file.fd] if pid_file is not None else []))
     if pid_file is not None:
         pid_file.write()
-    service = Service(opts, args, control, profile)
+    service = Service(opts, args, control, profile, tls_context)
     set_title(f"master [{opts.port or 'inherited'}]")
     try:
         if inetd_socket is not None and not listeners.is_listening(inetd_socket):
@@ -167,12 +223,13 @@ class Service:
         args: Sequence[str],
         control: AccessControl | None,
         profile: asconfig.Profile | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
-
         self.opts = opts
         self.args = list(args)
         self.control = control
         self.profile = profile
+        self.tls_context = tls_context
         self.heartbeats = Heartbeats() if opts.workers else None
         self.events = _event_queue(opts)
         self.generation = secrets.token_hex(8)
@@ -182,7 +239,7 @@ class Service:
     def _acceptor(self, opts: options.Options) -> Acceptor:
         from storescpd.worker.acceptor import Acceptor
 
-        acceptor = Acceptor(opts, self.profile)
+        acceptor = Acceptor(opts, self.profile, self.tls_context)
         acceptor.announce.events = self.events
         return acceptor
 
@@ -226,6 +283,7 @@ class Service:
             )
         server.reload = self.reload
         server.after_crash = _leftovers_remover(opts.output_directory)
+        server.reject_in_clear = self.tls_context is None
         if self.events is not None:
             server.companions.add("coordinator", self._coordinator())
         self._server = server
@@ -239,8 +297,9 @@ class Service:
         return functools.partial(run_pool_worker, self.acceptor, limits, self.heartbeats)
 
     def reload(self) -> None:
-        """HUP: re-read hosts files, parse the command line (and its @files) again, and serve
-        new associations with the result; on any error keep serving as before."""
+        """HUP: re-read hosts files, parse the command line (and its @files) again, reload the
+        -xf profile and the TLS key, certificates and CRLs, and serve new associations with
+        the result; on any error keep serving as before."""
         if self.control is not None:
             self.control.load()
         opts = self._reparse()
@@ -259,6 +318,7 @@ class Service:
             server.max_associations = opts.max_associations
             server.max_associations_per_host = opts.max_associations_per_host
             server.after_crash = _leftovers_remover(opts.output_directory)
+            server.reject_in_clear = self.tls_context is None
             if self.events is not None:
                 server.companions.renew("coordinator", self._coordinator())
         old.close()
@@ -267,12 +327,14 @@ class Service:
     def _reparse(self) -> options.Options | None:
         old = self.opts
         try:
-            new = options.parse(self.args)
+            new = options.parse(self.args, program_of(old))
             later = options.not_yet_supported(new)
             if later:
                 raise options.OptionError(f"{later[0]} is not supported yet")
             _check_output_directory(new)
             profile = negotiation_profile(new)
+            TERMINAL_PASSWORD.interactive = False  # the master must not wait for a terminal
+            context = tls_context(new)
         except options.OptionError as err:
             log.error("HUP: keeping the running options: %s", err.message)
             return None
@@ -292,6 +354,7 @@ class Service:
         if new.log_level != old.log_level and new.log_config is None:
             logs.configure(new.log_level)
         self.profile = profile
+        self.tls_context = context
         return new
 
 
@@ -395,7 +458,8 @@ def _drop_privileges(opts: options.Options) -> None:
 
 def _check_port(opts: options.Options) -> None:
     if opts.port is not None and opts.port < 1024 and os.geteuid() != 0:
-        raise StartupError(f"cannot listen on port {opts.port}, insufficient privileges")
+        raise StartupError(f"cannot listen on port {opts.port}, insufficient privileges",
+                           kind="listen", detail="insufficient privileges")  # fmt: skip
 
 
 def _bind(opts: options.Options, host: str) -> socket.socket:
@@ -408,19 +472,26 @@ def _bind(opts: options.Options, host: str) -> socket.socket:
     try:
         return listeners.bind(opts.port, host)
     except OSError as err:
-        raise StartupError(f"cannot create network: {err.strerror or err}", logging.ERROR) from err
+        reason = err.strerror or str(err)
+        raise StartupError(f"cannot create network: {reason}", logging.ERROR, kind="listen",
+                           detail=f"TCP Initialization Error: {reason}") from err
 
 
 def _check_output_directory(opts: options.Options) -> None:
     directory = opts.output_directory
     if not os.path.isdir(directory):
-        raise StartupError("specified output directory does not exist")
+        raise StartupError("specified output directory does not exist",
+                           kind="output-directory", detail="Directory does not exist")
     if not opts.ignore and not is_writable_directory(directory):
-        raise StartupError("specified output directory is not writeable")
+        raise StartupError("specified output directory is not writeable",
+                           kind="output-directory", detail="Directory is not writable")
 
 
-def _print_arguments(args: Sequence[str]) -> None:
+def _print_arguments(args: Sequence[str], program: options.Program) -> None:
     """``--arguments``: one INFO line whatever the log level (SPEC §1.4)."""
-    expanded = options.expanded_arguments(args)
+    expanded = options.expanded_arguments(args, program)
+    for i, arg in enumerate(expanded[:-1]):
+        if arg == "--use-passwd":  # a key password is never echoed or logged
+            expanded[i + 1] = "*" * 8
     quoted = "".join(f"'{a}' " for a in expanded)
     sys.stderr.write(f"I: calling '{sys.argv[0]}' with {len(expanded)} arguments: {quoted}\n")

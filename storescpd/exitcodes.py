@@ -35,3 +35,27 @@ class ExitCode(IntEnum):
 
     SOFTWARE = 70
     """An unexpected exception ended a child process (BSD ``EX_SOFTWARE``)."""
+
+
+class RecvExitCode(IntEnum):
+    """Exit statuses of ``storescpd-dcmrecv``: those of DCMTK dcmrecv 3.6.7 (SPEC §12.5),
+    which follow the ranges of DCMTK's ``ofexit.h`` (20, 40 and 60 are reserved there and
+    unused)."""
+
+    OK = 0
+    """``--help``, ``--version``, ``+cc``, or stopped by a signal handler."""
+
+    COMMAND_LINE = 1
+    """A command-line error."""
+
+    OUTPUT_DIRECTORY = 45
+    """The output directory does not exist or is not writable."""
+
+    CANNOT_LISTEN = 64
+    """The port cannot be listened on (in use, privileged)."""
+
+    ASSOCIATION_CONFIG = 66
+    """The ``-xf`` file cannot be loaded, or its profile is unknown or invalid for an SCP."""
+
+    TRANSPORT_LAYER = 71
+    """The TLS layer cannot be created (key or certificate problems)."""

@@ -8,6 +8,7 @@ configuration instead of a log4cplus one: INI for :func:`logging.config.fileConf
 from __future__ import annotations
 
 import configparser
+import contextlib
 import json
 import logging
 import logging.config
@@ -60,6 +61,62 @@ class LetterFormatter(logging.Formatter):
         return super().format(record)
 
 
+_reopen_requests = 0
+"""How often USR1 asked for log files to be reopened (see :class:`ReopenOnRequest`)."""
+
+
+def request_reopen() -> None:
+    """Ask every log file to be reopened before its next record (logrotate's USR1).
+
+    Safe in a signal handler: it only counts. The reopening happens in the thread that logs
+    next, under the handler's lock, never in the middle of another record.
+    """
+    global _reopen_requests
+    _reopen_requests += 1
+
+
+class ReopenOnRequest(logging.Filter):
+    """Attached to a :class:`logging.FileHandler`: reopens its file by name, in append mode,
+    when a reopen was requested since its last record, so a rotated file is left behind."""
+
+    def __init__(self, handler: logging.FileHandler) -> None:
+        super().__init__()
+        self.handler = handler
+        self.seen = _reopen_requests
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.seen != _reopen_requests:
+            with self.handler.lock or contextlib.nullcontext():
+                if self.seen != _reopen_requests:
+                    self.seen = _reopen_requests
+                    self._reopen()
+        return True
+
+    def _reopen(self) -> None:
+        handler = self.handler
+        try:
+            # The handler owns the stream from here on, hence no with block.
+            stream = open(  # noqa: SIM115
+                handler.baseFilename, "a", encoding=handler.encoding, errors=handler.errors
+            )
+        except OSError:
+            return  # keep writing where we were rather than lose the record
+        old = handler.setStream(stream)
+        if old is not None:
+            old.close()
+
+
+def _watch_file_handlers() -> None:
+    """Let every file handler of the configuration follow :func:`request_reopen`."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, logging.FileHandler) and not any(
+                isinstance(f, ReopenOnRequest) for f in handler.filters
+            ):
+                handler.addFilter(ReopenOnRequest(handler))
+
+
 def configure(level: str, config_file: str | None = None, stream: TextIO | None = None) -> None:
     """Configure the ``storescpd`` and ``pynetdicom`` loggers.
 
@@ -68,6 +125,7 @@ def configure(level: str, config_file: str | None = None, stream: TextIO | None 
     """
     if config_file is not None:
         _load_config_file(config_file)
+        _watch_file_handlers()
         return
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(LetterFormatter("%(levelletter)s: %(message)s"))

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import NoReturn
 
-from storescpd import sdnotify
+from storescpd import logs, sdnotify
 from storescpd.companions import Companions
 
 log = logging.getLogger(__name__)
@@ -35,24 +35,13 @@ Admit = Callable[[socket.socket, tuple[str, int]], bool]
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-NOTED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1)
-"""Signals acted on by the loop (HUP reloads, USR1 reopens log files); children ignore them."""
-
-
 def _note(signo: int, frame: FrameType | None) -> None:
     """A handler that does nothing: Python writes the signal number to the wakeup socket."""
 
 
-def reopen_log_files() -> None:
-    """USR1: let rotated log files be recreated (each file handler reopens on its next record)."""
-    for handler in logging.getLogger().handlers + logging.getLogger("storescpd").handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.acquire()
-            try:
-                handler.close()  # the next emit() opens the file again
-            finally:
-                handler.release()
-    log.info("USR1: log files reopened")
+def _reopen_logs(signo: int, frame: FrameType | None) -> None:
+    """USR1, in every process: rotated log files are left behind from the next record on."""
+    logs.request_reopen()
 
 
 class Source(enum.Enum):
@@ -138,6 +127,9 @@ class SingleProcessServer:
         self.reload: Callable[[], None] | None = None  # what HUP re-reads
         # Tidies what a serving child that did not end normally left behind (its pid given).
         self.after_crash: Callable[[int], None] = lambda pid: None
+        # With +tls a peer expects a TLS handshake, which only a worker makes: DICOM bytes
+        # in the clear would be garbage to it, so a rejected peer is simply closed.
+        self.reject_in_clear = True
         self.exit_status = 0
         self.stopping = False
         self.hurry = False  # a second stop signal, or QUIT: do not wait for anyone
@@ -290,6 +282,10 @@ class SingleProcessServer:
         """Associations being served now for peer address ``host``."""
         return int(self.serving and self.serving_host == host)
 
+    def _children(self) -> set[int]:
+        """Every process this master forked that is still ours."""
+        return self.companions.pids()
+
     def _dispatch(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         self.serving = True
         self.serving_host = peer[0]
@@ -326,6 +322,9 @@ class SingleProcessServer:
         """Answer A-ASSOCIATE-RJ (transient, local limit exceeded) without reading the RQ;
         log ``why`` (rate-limited per peer address)."""
         self._log_rejection(host, why)
+        if not self.reject_in_clear:
+            conn.close()
+            return
         conn.setblocking(False)
         try:
             conn.send(REJECT_LIMIT_EXCEEDED)
@@ -402,8 +401,8 @@ class SingleProcessServer:
         signal.signal(signal.SIGQUIT, self._on_quit)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, _note)  # wakes the loop to reap
-        for signo in NOTED_SIGNALS:
-            signal.signal(signo, _note)  # the byte on the wakeup socket is what matters
+        signal.signal(signal.SIGHUP, _note)  # the byte on the wakeup socket is what matters
+        signal.signal(signal.SIGUSR1, _reopen_logs)  # and the loop passes it on to children
 
     def _on_stop_signal(self, signo: int, frame: FrameType | None) -> None:
         # Runs in the main thread between bytecodes; only records, except when a second
@@ -425,8 +424,8 @@ class SingleProcessServer:
         for signo in (*STOP_SIGNALS, signal.SIGQUIT, signal.SIGCHLD, signal.SIGTTIN,
                       signal.SIGTTOU):  # fmt: skip
             signal.signal(signo, signal.SIG_DFL)
-        for signo in NOTED_SIGNALS:
-            signal.signal(signo, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, _reopen_logs)
         signal.set_wakeup_fd(-1)
         for sock in (*self.listeners, self._wakeup_r, self._wakeup_w):
             sock.close()
@@ -448,7 +447,10 @@ class SingleProcessServer:
             self._ready()
         self._reap()
         if signal.SIGUSR1 in received:
-            reopen_log_files()
+            for pid in self._children():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR1)
+            log.info("USR1: log files reopened")
         if self.stopping:
             log.info("stop requested, no further associations are accepted")
 
@@ -481,6 +483,9 @@ class ForkingServer(SingleProcessServer):
 
     def _catch_up(self) -> None:
         self._reap()
+
+    def _children(self) -> set[int]:
+        return super()._children() | set(self.children)
 
     def _dispatch(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         try:

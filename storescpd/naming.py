@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 UNKNOWN_PREFIX = "UNKNOWN"
 UNKNOWN_LOG_CODE = "OT"
@@ -499,6 +499,50 @@ def _millisecond_stamp(now: datetime) -> str:
         f"{now.year:04d}{now.month:02d}{now.day:02d}"
         f"{now.hour:02d}{now.minute:02d}{now.second:02d}{now.microsecond // 1000:03d}"
     )
+
+
+SHORT_UNKNOWN_PREFIX = "XX"  # dcmrecv +fsu's prefix for a class without one
+SHORT_NAME_ATTEMPTS = 1024  # dcmrecv +fsu draws at most this many names
+
+
+def short_unique_name(prefix: str, started: int, draw: int, extension: str) -> str:
+    """dcmrecv's ``+fsu`` name ``<prefix>_<8 hex digits><8 hex digits><ext>`` (SPEC §12.2).
+
+    ``started`` is the server's start time in seconds since the epoch, ``draw`` a random
+    32-bit number; the caller draws again while a file of the name exists. ``prefix`` is the
+    SOP class prefix, ``UNKNOWN`` becoming ``XX`` as in dcmrecv.
+    """
+    if prefix == UNKNOWN_PREFIX:
+        prefix = SHORT_UNKNOWN_PREFIX
+    return _checked(f"{prefix}_{started & 0xFFFFFFFF:08x}{draw & 0xFFFFFFFF:08x}{extension}")
+
+
+def system_time_name(prefix: str, extension: str, now: datetime) -> str:
+    """dcmrecv's ``+fst`` name ``<YYYYMMDDHHMMSS>.<microseconds>.<prefix><ext>``."""
+    stamp = (
+        f"{now.year:04d}{now.month:02d}{now.day:02d}"
+        f"{now.hour:02d}{now.minute:02d}{now.second:02d}.{now.microsecond:06d}"
+    )
+    return _checked(f"{stamp}.{prefix}{extension}")
+
+
+_DA = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
+
+
+def series_date_folder(series_date: str | None, today: date) -> str:
+    """dcmrecv's ``+ssd`` folder: ``data/YYYY/MM/DD`` from a valid Series Date (0008,0021),
+    else ``undef/<YYYYMMDD of today>`` (SPEC §12.3). A value that is not a calendar date
+    (or is absent) never becomes a path."""
+    match = _DA.fullmatch((series_date or "").strip(" \0"))
+    if match is not None:
+        year, month, day = (int(part) for part in match.groups())
+        try:
+            date(year, month, day)
+        except ValueError:
+            pass
+        else:
+            return os.path.join("data", *match.groups())
+    return os.path.join("undef", f"{today.year:04d}{today.month:02d}{today.day:02d}")
 
 
 def within(directory: str, path: str) -> bool:

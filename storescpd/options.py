@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Final, TextIO
 
@@ -148,7 +148,7 @@ def _tls(
     accumulate: bool = False,
 ) -> Opt:
     return Opt(short, long, values, value_help, text, group, dest="tls." + dest, const=const,
-               block=block, later=True, accumulate=accumulate)  # fmt: skip
+               block=block, accumulate=accumulate)  # fmt: skip
 
 
 OPTIONS: Final[tuple[Opt, ...]] = (
@@ -295,7 +295,7 @@ OPTIONS: Final[tuple[Opt, ...]] = (
         group=NETWORK, dest="promiscuous"),
     Opt("-up", "--uid-padding", help="ignore one trailing space in data set UIDs",
         group=NETWORK, dest="uid_padding"),
-    # TLS (SPEC §2.6, §10): all of it is later work except the default -tls
+    # TLS (SPEC §2.6, §10; storescpd/tls.py)
     Opt("-tls", "--disable-tls", help="plain TCP connections (default)", group=TLS_STACK,
         dest="tls.files", const=None, block="tls"),
     _tls("+tls", "--enable-tls", "accept TLS connections only, with key p and\ncertificate c",
@@ -332,17 +332,20 @@ OPTIONS: Final[tuple[Opt, ...]] = (
     _tls("+pn", "--profile-null", "authenticated but unencrypted profile\n(retired, IHE ATNA)",
          "profile", "null", group=TLS_PROFILE, block="profile"),
     Opt("+cc", "--list-ciphers", help="list the supported cipher suites and exit",
-        group=TLS_CIPHERS, exclusive=True, later=True),
+        group=TLS_CIPHERS, exclusive=True),
     _tls("+cs", "--cipher", "also offer cipher suite c\n(not with --profile-bcp195-ex)",
          "ciphers", group=TLS_CIPHERS, values=1, value_help="[c]ipher suite name: string",
          accumulate=True),
     _tls("+dp", "--dhparam", "read Diffie-Hellman parameters from file f", "dhparam",
          group=TLS_CIPHERS, values=1, value_help=_FILE),
-    _tls("+rs", "--seed", "seed the random generator from file f", "seed", group=TLS_SEED,
+    _tls("+rs", "--seed", "add file f to the random generator's seed\n(OpenSSL 3 seeds itself)",
+         "seed", group=TLS_SEED,
          values=1, value_help=_FILE),
-    _tls("+ws", "--write-seed", "write the updated seed back (only with --seed)",
+    _tls("+ws", "--write-seed", "rewrite the seed file after each association\n"
+         "(only with --seed)",
          "write_seed_file", group=TLS_SEED, block="write-seed"),
-    _tls("+wf", "--write-seed-file", "write the updated seed to file f", "write_seed_file",
+    _tls("+wf", "--write-seed-file", "write a new seed to file f after each association",
+         "write_seed_file",
          group=TLS_SEED, values=1, value_help=_FILE + " (only with --seed)",
          block="write-seed"),
     _tls("-rc", "--require-peer-cert", "verify the peer's certificate, which must be sent\n"
@@ -502,7 +505,7 @@ class TlsOptions:
 
     private_key_file: str
     certificate_file: str
-    password: str | None = None  # None: ask on the terminal (+ps)
+    password: str | None = field(default=None, repr=False)  # None: ask on the terminal (+ps)
     key_format: str = "pem"  # "pem" | "der"
     cert_files: tuple[str, ...] = ()  # command-line order (DCMTK loads them right to left)
     cert_dirs: tuple[str, ...] = ()
@@ -581,6 +584,13 @@ class Options:
     unique_filenames: bool = False
     timenames: bool = False
     filename_extension: str = ""
+    # storescpd-dcmrecv only (SPEC §12): +fsu, +fst, +ssd, -uca, and the dcmrecv behaviour
+    # (Verification only without -xf, no UID checks, dcmrecv's rejects and exit statuses)
+    short_unique_names: bool = False
+    system_time_names: bool = False
+    series_date_subdir: bool = False
+    use_called_aetitle: bool = False
+    dcmrecv: bool = False
     exec_on_reception: str | None = None
     exec_on_eostudy: str | None = None
     rename_on_eostudy: bool = False
@@ -740,8 +750,9 @@ class Scan:
     expanded: tuple[str, ...]  # options in long form, values and parameters verbatim
 
 
-def scan(tokens: Sequence[str]) -> Scan:
+def scan(tokens: Sequence[str], program: Program | None = None) -> Scan:
     """Classify tokens; an option takes the next ``values`` tokens whatever they look like."""
+    by_name = (program or STORESCP).by_name
     occurrences: list[Occurrence] = []
     parameters: list[str] = []
     expanded: list[str] = []
@@ -753,7 +764,7 @@ def scan(tokens: Sequence[str]) -> Scan:
             parameters.append(token)
             expanded.append(token)
             continue
-        option = BY_NAME.get(token)
+        option = by_name.get(token)
         if option is None:
             raise OptionError(f"Unknown option {token}")
         values = tuple(tokens[index : index + option.values])
@@ -776,13 +787,14 @@ class Resolution:
     their checks in that order, and the rightmost member given wins.
     """
 
-    def __init__(self, found: Scan) -> None:
+    def __init__(self, found: Scan, program: Program | None = None) -> None:
+        self.program = program or STORESCP
         self.scan = found
         self.rightmost: dict[str, Occurrence] = {o.option.long: o for o in found.occurrences}
         self.executed: list[str] = []
         self.winners: dict[str, str] = {}
         last_in_block: dict[str, int] = {}
-        for name in CHECK_ORDER:
+        for name in self.program.check_order:
             occurrence = self.rightmost.get(name)
             if occurrence is None:
                 continue
@@ -802,7 +814,7 @@ class Resolution:
 
     def active(self, name: str) -> bool:
         """Given and, for a block member, the member that won."""
-        block = BY_LONG[name].block
+        block = self.program.by_long[name].block
         return self.winner(block) == name if block else self.given(name)
 
     def all_values(self, name: str) -> list[tuple[str, ...]]:
@@ -814,7 +826,7 @@ class Resolution:
         if self.given("--log-level"):
             return LOG_LEVELS.get(self.rightmost["--log-level"].values[0].lower(), "warn")
         winner = self.winner("verbosity")
-        return str(BY_LONG[winner].const) if winner else "warn"
+        return str(self.program.by_long[winner].const) if winner else "warn"
 
     @property
     def quiet(self) -> bool:
@@ -939,9 +951,51 @@ def _rules() -> Iterator[Rule]:
 
 
 RULES: Final[tuple[Rule, ...]] = tuple(_rules())
-_RULES_BY_SUBJECT: Final[dict[str, tuple[Rule, ...]]] = {
-    name: tuple(rule for rule in RULES if rule.subject == name) for name in BY_LONG
-}
+
+
+# --- programs: one table, checks and help text per command -------------------------------------
+
+
+class Program:
+    """One command line built from :class:`Opt` entries: storescp's, or a view of the same
+    entries for another DCMTK tool (``storescpd-dcmrecv``, :mod:`storescpd.recvoptions`).
+
+    ``before_logging`` and ``after_logging`` list the long names (and :data:`PORT`) in the
+    order the tool evaluates them; ``defaults`` are :class:`Options` fields the tool sets
+    differently from storescp; ``port_required``: a missing port is found while parsing,
+    before any option is checked (dcmrecv), not in its place in the check order (storescp).
+    """
+
+    def __init__(self, name: str, description: str, table: tuple[Opt, ...], *,
+                 before_logging: tuple[str, ...], after_logging: tuple[str, ...],
+                 rules: tuple[Rule, ...], port_help: str, usage_port: str,
+                 port_required: bool = False,
+                 defaults: tuple[tuple[str, object], ...] = ()) -> None:  # fmt: skip
+        self.name = name
+        self.description = description
+        self.options = table
+        self.by_name: dict[str, Opt] = {
+            **{o.short: o for o in table if o.short},
+            **{o.long: o for o in table},
+        }
+        self.by_long: dict[str, Opt] = {o.long: o for o in table}
+        self.check_after_logging = after_logging
+        self.check_order = before_logging + after_logging
+        self.rules = rules
+        self.rules_by_subject: dict[str, tuple[Rule, ...]] = {
+            name: tuple(rule for rule in rules if rule.subject == name) for name in self.by_long
+        }
+        self.port_help = port_help
+        self.usage_port = usage_port
+        self.port_required = port_required
+        self.defaults = dict(defaults)
+
+
+STORESCP: Final = Program(
+    PROGRAM, DESCRIPTION, OPTIONS, before_logging=CHECKED_BEFORE_LOGGING,
+    after_logging=CHECKED_AFTER_LOGGING, rules=RULES,
+    port_help="TCP port to listen on (not with --inetd)", usage_port="[port]",
+)  # fmt: skip
 
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -990,7 +1044,7 @@ def _port(parameters: tuple[str, ...]) -> int:
 
 def _effect(option: Opt, resolution: Resolution) -> dict[str, object]:
     """Run the option's checks and read its values: the fields it sets."""
-    for rule in _RULES_BY_SUBJECT[option.long]:
+    for rule in resolution.program.rules_by_subject[option.long]:
         if rule.violated(resolution):
             raise OptionError(rule.message)
     if option.accumulate:
@@ -1009,13 +1063,14 @@ def _evaluate(resolution: Resolution) -> dict[str, object]:
     """Every check in storescp's order; returns the fields set by the options in effect."""
     settings: dict[str, object] = {}
     inetd = resolution.given("--inetd")
-    for name in CHECK_ORDER:
-        suppressible = name in CHECKED_AFTER_LOGGING
+    program = resolution.program
+    for name in program.check_order:
+        suppressible = name in program.check_after_logging
         try:
             if name == PORT:
                 settings["port"] = None if inetd else _port(resolution.scan.parameters)
             elif name in resolution.executed:
-                effect = _effect(BY_LONG[name], resolution)
+                effect = _effect(program.by_long[name], resolution)
                 if resolution.active(name):
                     settings.update(effect)
         except OptionError as err:
@@ -1043,8 +1098,9 @@ def normalize_directory(name: str) -> str:
     return stripped or "."
 
 
-def parse(argv: Sequence[str]) -> Options:
-    """Parse storescpd's arguments (without the program name) like DCMTK storescp 3.6.7.
+def parse(argv: Sequence[str], program: Program | None = None) -> Options:
+    """Parse storescpd's arguments (without the program name) like DCMTK storescp 3.6.7, or
+    like the tool ``program`` describes.
 
     Raises
     ------
@@ -1053,7 +1109,8 @@ def parse(argv: Sequence[str]) -> Options:
     InformationRequested
         For ``--help``, ``--version``, ``--list-ciphers`` or an empty command line.
     """
-    found = scan(expand_command_files(argv))
+    program = program or STORESCP
+    found = scan(expand_command_files(argv), program)
     if not found.expanded:
         raise InformationRequested(Request.USAGE)
     given = {o.option.long for o in found.occurrences}
@@ -1063,7 +1120,9 @@ def parse(argv: Sequence[str]) -> Options:
             raise InformationRequested(request)
     if len(found.parameters) > 1:
         raise OptionError("Too many parameters")
-    settings = _evaluate(Resolution(found))
+    if program.port_required and not found.parameters:
+        raise OptionError("Missing parameter port")
+    settings = {**program.defaults, **_evaluate(Resolution(found, program))}
     tls = _tls_options(settings)
     values = {k: v for k, v in settings.items() if not k.startswith("tls.")}
     if "output_directory" in values:
@@ -1071,9 +1130,9 @@ def parse(argv: Sequence[str]) -> Options:
     return Options(**values, tls=tls, used_options=frozenset(given))  # type: ignore[arg-type]
 
 
-def expanded_arguments(argv: Sequence[str]) -> list[str]:
+def expanded_arguments(argv: Sequence[str], program: Program | None = None) -> list[str]:
     """The arguments as ``--arguments`` logs them: ``@`` files expanded, options in long form."""
-    return list(scan(expand_command_files(argv)).expanded)
+    return list(scan(expand_command_files(argv), program).expanded)
 
 
 def not_yet_supported(opts: Options) -> list[str]:
@@ -1093,35 +1152,38 @@ def _in_effect(option: Opt, opts: Options) -> bool:
 # --- output -------------------------------------------------------------------------------------
 
 
-def header() -> str:
+def header(program: Program | None = None) -> str:
     """The identification lines DCMTK prints before usage and errors."""
-    return f"${PROGRAM}: {PROGRAM} v{__version__} $\n\n{PROGRAM}: {DESCRIPTION}\n"
+    name, text = (program.name, program.description) if program else (PROGRAM, DESCRIPTION)
+    return f"${name}: {name} v{__version__} $\n\n{name}: {text}\n"
 
 
-def format_error(message: str) -> str:
+def format_error(message: str, program: Program | None = None) -> str:
     """A command-line error as DCMTK prints it on stderr."""
-    return f"{header()}error: {message}\n"
+    return f"{header(program)}error: {message}\n"
 
 
-def render_version() -> str:
+def render_version(program: Program | None = None) -> str:
     """``--version`` output."""
     python = ".".join(str(part) for part in sys.version_info[:3])
-    return f"{header()}\nPython {python} ({sys.implementation.name}) on {sys.platform}\n"
+    return f"{header(program)}\nPython {python} ({sys.implementation.name}) on {sys.platform}\n"
 
 
-def render_help() -> str:
-    """Usage text in DCMTK's layout, built from :data:`OPTIONS`."""
-    short_width = max(len(o.short) for o in OPTIONS)
-    long_width = max(len(o.long) for o in OPTIONS)
+def render_help(program: Program | None = None) -> str:
+    """Usage text in DCMTK's layout, built from the program's table (:data:`OPTIONS`)."""
+    program = program or STORESCP
+    table = program.options
+    short_width = max(len(o.short) for o in table)
+    long_width = max(len(o.long) for o in table)
     lines = [
-        f"usage: {PROGRAM} [options] [port]",
+        f"usage: {program.name} [options] {program.usage_port}",
         "",
         "parameters:",
-        "  port".ljust(short_width + long_width + 6) + "TCP port to listen on (not with --inetd)",
+        "  port".ljust(short_width + long_width + 6) + program.port_help,
         "",
     ]
     group: Group = ("", "")
-    for option in OPTIONS:
+    for option in table:
         if option.group != group:
             if option.group[0] != group[0]:
                 lines.append(option.group[0])
@@ -1130,7 +1192,7 @@ def render_help() -> str:
             group = option.group
         indent = 4 if group[1] else 2
         lines.extend(_option_lines(option, indent, short_width, long_width))
-    return header() + "\n".join(lines) + "\n"
+    return header(program) + "\n".join(lines) + "\n"
 
 
 def _option_lines(option: Opt, indent: int, short_width: int, long_width: int) -> list[str]:
@@ -1147,35 +1209,38 @@ def run_command_line(
     stdout: TextIO,
     stderr: TextIO,
     list_ciphers: Callable[[TextIO], int] | None = None,
+    program: Program | None = None,
 ) -> Options | int:
     """Parse like storescp and do what DCMTK does before serving; the CLI's only printer.
 
     Returns the :class:`Options` to serve with, or the exit status to stop with: 0 after
     usage (``--help`` or no arguments) or ``--version`` on stdout, 1 after an error on stderr
-    (not printed when DCMTK would stay silent). ``--list-ciphers`` is later work: it calls
-    ``list_ciphers(stdout)`` and returns its status when the caller passes one, else it is
-    reported as an error ("--list-ciphers is not supported yet", status 1).
+    (not printed when DCMTK would stay silent). ``--list-ciphers`` calls
+    ``list_ciphers(stdout)`` (the CLI passes :func:`storescpd.tls.list_ciphers`; this module
+    stays free of ``ssl``) and returns its status; without one it is reported as an error
+    ("--list-ciphers is not supported yet", status 1).
     """
     try:
-        return parse(argv)
+        return parse(argv, program)
     except InformationRequested as request:
-        return _answer(request.request, stdout, stderr, list_ciphers)
+        return _answer(request.request, stdout, stderr, list_ciphers, program)
     except OptionError as err:
         if not err.silent:
-            stderr.write(format_error(err.message))
+            stderr.write(format_error(err.message, program))
         return err.exit_code
 
 
 def _answer(request: Request, stdout: TextIO, stderr: TextIO,
-            list_ciphers: Callable[[TextIO], int] | None) -> int:  # fmt: skip
+            list_ciphers: Callable[[TextIO], int] | None,
+            program: Program | None = None) -> int:  # fmt: skip
     if request is Request.USAGE:
-        stdout.write(render_help())
+        stdout.write(render_help(program))
     elif request is Request.VERSION:
-        stdout.write(render_version())
+        stdout.write(render_version(program))
     elif list_ciphers is not None:
         return list_ciphers(stdout)
     else:
-        stderr.write(format_error("--list-ciphers is not supported yet"))
+        stderr.write(format_error("--list-ciphers is not supported yet", program))
         return ExitCode.COMMAND_LINE
     return ExitCode.OK
 

@@ -216,6 +216,9 @@ class PoolServer(SingleProcessServer):
     def _catch_up(self) -> None:
         self._read_busy_workers()
 
+    def _children(self) -> set[int]:
+        return super()._children() | set(self.workers)
+
     # --- accepting and handing off ----------------------------------------------------------
 
     def _dispatch(self, conn: socket.socket, peer: tuple[str, int]) -> None:

@@ -61,6 +61,24 @@ def patient_folder_name(patient_name: bytes | None, when: datetime) -> str:
     return f"{map_patient_name(patient_name)}_{stamp(when)}"
 
 
+def patient_name_warning(raw: bytes | None, charset: str | None) -> str | None:
+    """What DCMTK warns about, for every object ``-sp`` sorts, when the name cannot be spelled
+    faithfully: it is missing, or it holds non-ASCII bytes of a character set other than
+    Latin-1 (mapped byte by byte all the same)."""
+    value = _first_value(raw)
+    if not value:
+        return (
+            "element PatientName (0010,0010) absent or empty in data set, using 'ANONYMOUS' instead"
+        )
+    if charset and charset != "ISO_IR 100" and any(byte >= 0x80 for byte in value):
+        return f"Patient name not in Latin-1 (charset: {charset}), ASCII dir name may be broken"
+    return None
+
+
+def _first_value(raw: bytes | None) -> bytes:
+    return (raw or b"").split(b"\\", 1)[0].rstrip(b" \0")
+
+
 def map_patient_name(raw: bytes | None) -> str:
     """DCMTK's byte-wise mapping of (0010,0010): letters and digits kept, Latin-1 letters
     spelled out, everything else (``^``, space, ``/``, ``.``, UTF-8 continuation bytes) ``_``.
@@ -68,7 +86,7 @@ def map_patient_name(raw: bytes | None) -> str:
     The result can hold neither a separator nor a dot, so it always names a folder inside
     ``-od``. Only the first value counts; an empty one is ``ANONYMOUS``.
     """
-    value = (raw or b"").split(b"\\", 1)[0].rstrip(b" \0")
+    value = _first_value(raw)
     if not value:
         return ANONYMOUS
     out = []

@@ -141,11 +141,13 @@ def start_storescpd(
     extra_env: dict[str, str] | None = None,
     keep_notify: bool = False,
     binds: bool = False,
+    module: str = "storescpd",
 ) -> Server:
     """Start ``python -m storescpd ARGS -od OD PORT`` on an inherited listener (with ``binds``:
-    on a free port it binds itself); wait for READY=1."""
+    on a free port it binds itself); wait for READY=1. ``module`` names another entry point
+    (``storescpd.dcmrecv``)."""
     if binds:
-        return _start_binding(args, od, log, extra_env, keep_notify)
+        return _start_binding(args, od, log, extra_env, keep_notify, module)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -156,7 +158,7 @@ def start_storescpd(
     notify.bind(str(notify_path))
     env = dict(os.environ, LISTEN_FDS="1", NOTIFY_SOCKET=str(notify_path), **(extra_env or {}))
     env.pop("LISTEN_PID", None)
-    argv = [sys.executable, "-m", "storescpd", *args, "-od", str(od), str(port)]
+    argv = [sys.executable, "-m", module, *args, "-od", str(od), str(port)]
     fd = listener.fileno()
     # As systemd does: the listener on fd 3 and LISTEN_PID naming the server's own pid, which
     # a shim that moves the fd and then execs the server knows.
@@ -182,6 +184,7 @@ def _start_binding(
     log: Path,
     extra_env: dict[str, str] | None,
     keep_notify: bool,
+    module: str = "storescpd",
 ) -> Server:
     port = free_port()
     notify_path = log.with_name(log.name + ".notify")
@@ -190,7 +193,7 @@ def _start_binding(
     env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), **(extra_env or {}))
     for name in ("LISTEN_FDS", "LISTEN_PID"):
         env.pop(name, None)
-    argv = [sys.executable, "-m", "storescpd", *args, "-od", str(od), str(port)]
+    argv = [sys.executable, "-m", module, *args, "-od", str(od), str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(proc, port, od, log)
@@ -217,25 +220,28 @@ def _await_ready(notify: socket.socket, proc: subprocess.Popen[bytes], server: S
             return
 
 
-def start_dcmtk_storescp(args: Sequence[str], od: Path, log: Path) -> Server:
-    """Start DCMTK's own ``storescp ARGS -od OD PORT`` (with TCP_NODELAY=1) as a reference."""
+def start_dcmtk_storescp(
+    args: Sequence[str], od: Path, log: Path, tool: str = "storescp"
+) -> Server:
+    """Start DCMTK's own ``storescp ARGS -od OD PORT`` (with TCP_NODELAY=1) as a reference;
+    ``tool`` names another DCMTK server (``dcmrecv``)."""
     port = free_port()
     env = dict(os.environ, TCP_NODELAY="1")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [dcmtk("storescp"), *args, "-od", str(od), str(port)],
+            [dcmtk(tool), *args, "-od", str(od), str(port)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     server = Server(proc, port, od, log)
     try:
-        poll_until(lambda: proc.poll() is not None or _accepts_connections(port), 10, "storescp")
+        poll_until(lambda: proc.poll() is not None or _accepts_connections(port), 10, tool)
     except TimeoutError:
         server.stop(signal.SIGKILL)
         raise
     if proc.poll() is not None:
-        raise AssertionError(f"DCMTK storescp exited early:\n{server.log}")
+        raise AssertionError(f"DCMTK {tool} exited early:\n{server.log}")
     return server
 
 
@@ -253,12 +259,14 @@ def storescpd(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         extra_env: dict[str, str] | None = None,
         keep_notify: bool = False,
         binds: bool = False,
+        module: str = "storescpd",
     ) -> Server:
         out = od if od is not None else tmp_path / f"od{len(servers)}"
         out.mkdir(exist_ok=True)
         log = tmp_path / f"storescpd{len(servers)}.log"
         server = start_storescpd(
-            args, out, log, extra_env=extra_env, keep_notify=keep_notify, binds=binds
+            args, out, log, extra_env=extra_env, keep_notify=keep_notify, binds=binds,
+            module=module,
         )
         servers.append(server)
         return server
@@ -278,10 +286,10 @@ def dcmtk_storescp(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Factory for DCMTK reference servers; all are killed after the test."""
     servers: list[Server] = []
 
-    def start(args: Sequence[str] = (), od: Path | None = None) -> Server:
+    def start(args: Sequence[str] = (), od: Path | None = None, tool: str = "storescp") -> Server:
         out = od if od is not None else tmp_path / f"ref{len(servers)}"
         out.mkdir(exist_ok=True)
-        server = start_dcmtk_storescp(args, out, tmp_path / f"dcmtk{len(servers)}.log")
+        server = start_dcmtk_storescp(args, out, tmp_path / f"dcmtk{len(servers)}.log", tool)
         servers.append(server)
         return server
 

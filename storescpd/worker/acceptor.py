@@ -13,6 +13,7 @@ import os
 import select
 import shutil
 import socket
+import ssl
 import sys
 import tempfile
 import threading
@@ -21,19 +22,29 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import pydicom.config
+import pynetdicom.acse
 from pydicom.uid import UID
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import A_ASSOCIATE
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AssociationServer
 
+from storescpd import tls
 from storescpd.asconfig import Profile
 from storescpd.fsio import spool_prefix
 from storescpd.options import Options
 from storescpd.proctitle import set_title
+from storescpd.worker import reactor
 from storescpd.worker.announce import Announcer
-from storescpd.worker.contexts import promiscuous_additions, supported_contexts
+from storescpd.worker.contexts import (
+    memoize_uid_validation,
+    promiscuous_additions,
+    supported_contexts,
+    verification_only,
+)
+from storescpd.worker.dimse import SpillingBuffer
 from storescpd.worker.meta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from storescpd.worker.profiles import profile_contexts
 from storescpd.worker.store import Storage
@@ -63,6 +74,34 @@ class QuickAckSocket(socket.socket):
 
     def _quickack(self) -> None:
         self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+
+class QuickAckSSLSocket(ssl.SSLSocket):
+    """The TLS counterpart of :class:`QuickAckSocket` (``wrap_socket`` makes a new object),
+    which can also be handed back the first byte read to see whether the peer speaks."""
+
+    _unread = b""
+
+    def unread(self, data: bytes) -> None:
+        self._unread = data + self._unread
+
+    def pending(self) -> int:
+        return len(self._unread) + super().pending()
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        if self._unread:
+            data, self._unread = self._unread[:buflen], self._unread[buflen:]
+            return data
+        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return super().recv(buflen, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        if self._unread:
+            data = self.recv(nbytes or len(buffer))
+            buffer[: len(data)] = data
+            return len(data)
+        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return super().recv_into(buffer, nbytes, flags)
 
 
 class ConnectedSocketServer(AssociationServer):
@@ -102,26 +141,41 @@ class Acceptor:
         The parsed command line.
     profile : Profile, optional
         The ``-xf`` profile; it replaces the default contexts.
+    tls_context : ssl.SSLContext, optional
+        With ``+tls``: every connection is a TLS one, its handshake done here.
     """
 
-    def __init__(self, opts: Options, profile: Profile | None = None) -> None:
+    def __init__(
+        self,
+        opts: Options,
+        profile: Profile | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.opts = opts
-        _config.STORE_RECV_CHUNKED_DATASET = True  # large objects never sit in memory
+        self.tls_context = tls_context
+        if tls_context is not None:
+            tls_context.sslsocket_class = QuickAckSSLSocket
+        # Large objects never sit in memory: pynetdicom's own loops spool every data set to a
+        # file; the event-driven ones keep small ones in memory and spool only large ones.
+        _config.STORE_RECV_CHUNKED_DATASET = not _EVENT_DRIVEN
         _config.LOG_HANDLER_LEVEL = "none"  # we log DCMTK's lines ourselves
         # Take the peer's UIDs as they come (DCMTK does): the store handler, not the decoder,
         # decides what may name a file, and a bad UID must not cost the association.
         _config.VALIDATORS["UI"] = _accept_any_uid
+        memoize_uid_validation()
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
         pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
         self.spool_dir = ""
         self.fresh_spool()
         self.storage = Storage(opts)
         self.ae = self._make_ae()
-        self.contexts = (
-            profile_contexts(profile)
-            if profile is not None
-            else supported_contexts(opts.prefer, echo=not opts.no_echo)
-        )
+        self.contexts: list[PresentationContext]
+        if profile is not None:
+            self.contexts = profile_contexts(profile)
+        elif opts.dcmrecv:
+            self.contexts = verification_only()
+        else:
+            self.contexts = supported_contexts(opts.prefer, echo=not opts.no_echo)
         # DCMTK prints its progress dots on stdout in verbose mode only (not with -d).
         self.progress = opts.log_level == "info" and opts.log_config is None and not opts.inetd
         self.announce = Announcer(opts, self.storage)
@@ -186,6 +240,11 @@ class Acceptor:
                 )
                 _close(sock)
                 return
+            if self.tls_context is not None:
+                secured = self._handshake(sock, peer)
+                if secured is None:
+                    return
+                sock = secured
             state = _Association()
             server = self.ae.make_server(
                 ("", 0),
@@ -206,10 +265,53 @@ class Acceptor:
                         assoc.abort()
                     if assoc.dul.is_alive():
                         assoc.kill()
+                    reactor.release(assoc)
         finally:
             if cutoff is not None:
                 cutoff.cancel()
             self._sweep_spool()
+            if self.opts.tls is not None:
+                tls.write_seed(self.opts.tls)
+
+    def _handshake(self, sock: socket.socket, peer: tuple[str, int]) -> ssl.SSLSocket | None:
+        """TLS before any DICOM byte, bounded by the ACSE timeout; a failure costs only this
+        connection (SPEC §10)."""
+        assert self.tls_context is not None
+        secured = tls.wrap(self.tls_context, sock)
+        try:
+            tls.handshake(secured, self.opts.acse_timeout)
+        except (ssl.SSLError, OSError) as err:
+            log.error(
+                "Receiving Association failed: TLS handshake with %s failed: %s",
+                peer[0],
+                tls.failure_reason(err),
+            )
+            _close(secured)
+            return None
+        log.info("TLS connection from %s: %s", peer[0], tls.describe(secured))
+        return secured if self._tls_peer_speaks(secured, peer) else None
+
+    def _tls_peer_speaks(self, secured: ssl.SSLSocket, peer: tuple[str, int]) -> bool:
+        # As on plain TCP: a peer that closes or stays silent after the handshake is not an
+        # association (pynetdicom would hold this process for the whole ACSE timeout).
+        timeout = secured.gettimeout()
+        secured.settimeout(self.opts.acse_timeout)
+        try:
+            first = secured.recv(1)
+        except (ssl.SSLError, OSError):
+            first = b""
+        if not first or not isinstance(secured, QuickAckSSLSocket):
+            log.info(
+                "TLS connection from %s closed, or silent for %d s (ACSE timeout), "
+                "before sending anything",
+                peer[0],
+                self.opts.acse_timeout,
+            )
+            _close(secured)
+            return False
+        secured.unread(first)
+        secured.settimeout(timeout)
+        return True
 
     def _request_cutoff(
         self, sock: socket.socket, state: _Association, peer: tuple[str, int], connected: float
@@ -260,7 +362,10 @@ class Acceptor:
             return False
 
     def _sweep_spool(self) -> None:
-        # pynetdicom leaves the spool file of an aborted transfer behind.
+        # pynetdicom leaves the spool file of an aborted transfer behind; usually there is none.
+        with contextlib.suppress(OSError), os.scandir(self.spool_dir) as entries:
+            if next(entries, None) is None:
+                return
         shutil.rmtree(self.spool_dir, ignore_errors=True)
         try:
             os.makedirs(self.spool_dir, exist_ok=True)
@@ -310,7 +415,12 @@ class Acceptor:
                 "Association Rejected: Bad Application Context Name: %s",
                 rq.application_context_name,
             )
-            _reject(assoc, 1, 1, 2)
+            # dcmrecv's rejection is transient (SPEC §12.4)
+            _reject(assoc, 2 if self.opts.dcmrecv else 1, 1, 2)
+        elif self.opts.dcmrecv and not _any_acceptable(assoc, rq):
+            # storescp accepts an association without contexts; dcmrecv rejects it
+            log.info("Refusing Association (no acceptable presentation contexts)")
+            _reject(assoc, 1, 1, 1)
         elif self.opts.reject and not assoc.requestor.implementation_class_uid:
             log.info("Association Rejected: No Implementation Class UID provided")
             _reject(assoc, 1, 1, 1)
@@ -334,6 +444,14 @@ class Acceptor:
         return logging.INFO if self.opts.verbose_pc else logging.DEBUG
 
     def _on_store(self, state: _Association, event: evt.Event) -> int:
+        try:
+            return self._store(state, event)
+        finally:
+            received = getattr(event.request, "DataSet", None)
+            if isinstance(received, SpillingBuffer):
+                received.discard()  # a large object's spool file, whatever the outcome
+
+    def _store(self, state: _Association, event: evt.Event) -> int:
         if state.aborted_by_option:  # --abort-during already aborted; store nothing
             return 0xA700
         if self.opts.abort_after:
@@ -426,7 +544,24 @@ def _control_headers(pdu: P_DATA_TF) -> list[int]:
 
 
 def _capture(state: _Association, event: evt.Event) -> None:
+    # EVT_CONN_OPEN comes before the Association thread starts: the moment to swap its loops.
+    if _EVENT_DRIVEN:
+        reactor.make_event_driven(event.assoc)
     state.assoc = event.assoc
+
+
+def _any_acceptable(assoc: Association, rq: A_ASSOCIATE) -> bool:
+    """Whether negotiation would accept at least one of the proposed contexts (asked of the
+    negotiation pynetdicom's ACSE will run, so that profiles and roles count as they will)."""
+    roles = {uid: (item.scu_role, item.scp_role)
+             for uid, item in assoc.requestor.role_selection.items()}  # fmt: skip
+    result, _ = pynetdicom.acse.negotiate_as_acceptor(
+        rq.presentation_context_definition_list, assoc.acceptor.supported_contexts, roles
+    )
+    return any(cx.result == 0x00 for cx in result)
+
+
+_EVENT_DRIVEN = reactor.supported()
 
 
 def _reject(assoc: Association, result: int, source: int, reason: int) -> None:

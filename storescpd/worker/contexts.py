@@ -12,8 +12,9 @@ applied as DCMTK applies them; :mod:`storescpd.worker.profiles` does that negoti
 from __future__ import annotations
 
 import copy
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydicom.uid import UID
@@ -22,7 +23,7 @@ from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import register_uid, uid_to_service_class
 
 from storescpd.naming import DEFAULT_STORAGE_CLASSES
-from storescpd.syntaxes import VERIFICATION, preference_list
+from storescpd.syntaxes import LITTLE_ENDIAN_IMPLICIT, VERIFICATION, preference_list
 
 
 class SharedContexts(list[PresentationContext]):
@@ -42,6 +43,12 @@ def supported_contexts(prefer: str, *, echo: bool = True) -> SharedContexts:
     classes = ([VERIFICATION] if echo else []) + list(DEFAULT_STORAGE_CLASSES)
     register_storage_classes(DEFAULT_STORAGE_CLASSES)
     return SharedContexts(build_context(uid, syntaxes) for uid in classes)
+
+
+def verification_only() -> SharedContexts:
+    """dcmrecv without ``-xf``: Verification in Implicit VR Little Endian, nothing else
+    (SPEC §12.1)."""
+    return SharedContexts([build_context(VERIFICATION, [LITTLE_ENDIAN_IMPLICIT])])
 
 
 def register_storage_classes(uids: Iterable[str]) -> None:
@@ -68,6 +75,26 @@ def promiscuous_additions(
     register_storage_classes(wanted)
     syntaxes = list(preference_list(prefer))
     return [build_context(uid, syntaxes) for uid in wanted]
+
+
+def memoize_uid_validation() -> None:
+    """Remember pydicom's ``UID.is_valid`` verdicts, process-wide.
+
+    pynetdicom checks every UID of an A-ASSOCIATE-RQ with a regular expression when it builds
+    the request primitive (a warning for non-conformant ones), several hundred per association
+    with DCMTK's storescu, and the same few hundred UIDs come back in every association. The
+    verdict depends on the string alone, so a bounded cache of it changes nothing but the cost.
+    """
+    current = UID.__dict__["is_valid"]
+    if getattr(current.fget, "memoized", False):
+        return
+    check: Callable[[str], bool] = functools.lru_cache(maxsize=4096)(current.fget)
+
+    def is_valid(self: UID) -> bool:
+        return check(str(self))
+
+    is_valid.memoized = True  # type: ignore[attr-defined]
+    UID.is_valid = property(is_valid, doc=current.__doc__)  # type: ignore[method-assign,assignment]
 
 
 def _keyword(uid: str) -> str:

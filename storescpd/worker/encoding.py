@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Final, TypeAlias
 
 from pydicom.datadict import dictionary_VR, private_dictionary_VR
+from pydicom.uid import generate_uid
 
 from storescpd.worker.meta import preamble_and_meta
 
@@ -28,6 +29,8 @@ IMPLICIT_LE: Final = "1.2.840.10008.1.2"
 EXPLICIT_LE: Final = "1.2.840.10008.1.2.1"
 DEFLATED_LE: Final = "1.2.840.10008.1.2.1.99"
 EXPLICIT_BE: Final = "1.2.840.10008.1.2.2"
+PRIVATE_GENERIC_FILE_SOP_CLASS: Final = "1.2.276.0.7230010.3.1.0.1"
+"""DCMTK's SOP class for a file whose data set has none (its dcmuid.h, a fact we match)."""
 WRITE_XFER: Final = {
     "little": EXPLICIT_LE,
     "big": EXPLICIT_BE,
@@ -100,6 +103,7 @@ class Identity:
     patient_name: bytes | None
     specific_character_set: str | None
     raw: bool
+    series_date: str | None = None  # for storescpd-dcmrecv's +ssd
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +154,12 @@ class Element:
 
 # ----------------------------------------------------------------------------- parsing
 
+# Header fields by byte order (True: little endian), compiled once: the parser runs per element.
+_TAG: Final = {True: struct.Struct("<HH"), False: struct.Struct(">HH")}
+_U16: Final = {True: struct.Struct("<H"), False: struct.Struct(">H")}
+_U32: Final = {True: struct.Struct("<I"), False: struct.Struct(">I")}
+_NOTED: Final = frozenset({PIXEL_REPRESENTATION, WAVEFORM_BITS})  # see _Parser._note
+
 
 class _Parser:
     """Reads element headers from a seekable stream, leaving large values where they are."""
@@ -183,9 +193,10 @@ class _Parser:
         """
         out: list[Element] = []
         limit = self.end if stop is None else stop
-        end = "<" if syn.little else ">"
-        while self.src.tell() < limit:
-            group, elem = struct.unpack(end + "HH", self.read(4))
+        tag_struct = _TAG[syn.little]
+        tell = self.src.tell
+        while tell() < limit:
+            group, elem = tag_struct.unpack(self.read(4))
             tag = group << 16 | elem
             if tag == ITEM_END and stop is None:
                 self.read(4)
@@ -198,17 +209,16 @@ class _Parser:
         return out, False
 
     def element(self, syn: Syntax, tag: int) -> Element:
-        end = "<" if syn.little else ">"
         if syn.implicit:
             vr = implicit_vr(tag, self.creators, self.pixel_representation, self.waveform_bits)
-            (length,) = struct.unpack(end + "I", self.read(4))
+            (length,) = _U32[syn.little].unpack(self.read(4))
         else:
-            vr = self.read(2).decode("latin-1")
+            head = self.read(4)  # VR, then a 2-byte length or 2 reserved bytes
+            vr = head[:2].decode("latin-1")
             if vr in LONG_VRS or not vr.isalpha() or not vr.isupper():
-                self.read(2)
-                (length,) = struct.unpack(end + "I", self.read(4))
+                (length,) = _U32[syn.little].unpack(self.read(4))
             else:
-                (length,) = struct.unpack(end + "H", self.read(2))
+                (length,) = _U16[syn.little].unpack_from(head, 2)
         node = Element(tag, vr, undefined=length == UNDEFINED, little=syn.little, swap_vr=vr)
         if tag == PIXEL_DATA and length == UNDEFINED:
             node.fragments = self.fragments(syn)
@@ -218,7 +228,8 @@ class _Parser:
             node.items = self.sequence(inner, length)
         else:
             node.value = self.value(length)
-            self._note(tag, vr, node.value, syn)
+            if tag >> 16 & 1 or tag in _NOTED:
+                self._note(tag, vr, node.value, syn)
         return node
 
     def sequence(self, syn: Syntax, length: int) -> list[Item]:
@@ -522,7 +533,7 @@ def _identity(elements: list[Element], src: BinaryIO, raw: bool, convert_un: boo
     """The values the C-STORE handler checks; one received as UN counts only under ``+uc``,
     because DCMTK keeps it UN and then finds no SOP Class/Instance UID (0xC000)."""
     found: dict[int, bytes] = {}
-    wanted = {0x00080005, 0x00080016, 0x00080018, 0x0020000D, 0x00100010}
+    wanted = {0x00080005, 0x00080016, 0x00080018, 0x0020000D, 0x00100010, 0x00080021}
     for elem in elements:
         if elem.tag in wanted and elem.value is not None and (elem.vr != "UN" or convert_un):
             found[elem.tag] = _load(src, elem.value)
@@ -538,6 +549,7 @@ def _identity(elements: list[Element], src: BinaryIO, raw: bool, convert_un: boo
         patient_name=found.get(0x00100010),
         specific_character_set=text(0x00080005, " \0"),
         raw=raw,
+        series_date=text(0x00080021, " \0"),
     )
 
 
@@ -621,8 +633,12 @@ def _write(
     ident = _identity(elements, data, raw, fmt.convert_un)
     meta = b""
     if fmt.write_file:
+        # DCMTK fills what the data set lacks: its private generic class and a new UID
         meta = preamble_and_meta(
-            ident.sop_class_uid or "", ident.sop_instance_uid or "", out_ts, source_ae_title
+            ident.sop_class_uid or PRIVATE_GENERIC_FILE_SOP_CLASS,
+            ident.sop_instance_uid or str(generate_uid()),
+            out_ts,
+            source_ae_title,
         )
         out.write(meta)
     if raw:

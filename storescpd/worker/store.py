@@ -17,10 +17,13 @@ Unlike DCMTK, a file is never left behind after a failure status: the temporary 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
+import secrets
 import struct
-from datetime import datetime, timedelta
+import time
+from datetime import date, datetime, timedelta
 from typing import BinaryIO, cast
 
 from pydicom.uid import generate_uid
@@ -29,16 +32,26 @@ from pynetdicom.dimse_primitives import C_STORE
 
 from storescpd.fsio import AtomicFile, copy_stream, fsync_directory
 from storescpd.naming import (
+    SHORT_NAME_ATTEMPTS,
     TimeNamer,
     instance_file_name,
     log_code_for,
     prefix_for,
+    series_date_folder,
+    short_unique_name,
+    system_time_name,
     unique_file_name,
     within,
 )
 from storescpd.options import Options
-from storescpd.studydirs import conc_studies_name, patient_folder_name, study_uid_name
+from storescpd.studydirs import (
+    conc_studies_name,
+    patient_folder_name,
+    patient_name_warning,
+    study_uid_name,
+)
 from storescpd.studyruns import StudyRuns
+from storescpd.worker.dimse import SpillingBuffer
 from storescpd.worker.encoding import (
     ConversionImpossible,
     Identity,
@@ -54,6 +67,7 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 DATASET_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
+IN_MEMORY_LIMIT = 1 << 20  # data sets up to this size are parsed from memory, larger from disk
 
 
 class Refused(Exception):
@@ -81,6 +95,7 @@ class Storage:
             write_file=opts.write_file,
         )
         self.time_namer = TimeNamer()
+        self.started = int(time.time())  # the first half of dcmrecv's +fsu names
         self.last_path = ""  # the last file name chosen, for --exec-on-reception's #f
         self.runs = StudyRuns(self.directory) if opts.sort else None
         # DCMTK's single process ends a study when an object of another study arrives; with
@@ -108,9 +123,13 @@ class Storage:
         self.last_path = path
         calling_ae = str(event.assoc.requestor.ae_title or "").strip()
         transfer_syntax = str(event.context.transfer_syntax)
+        received = req.DataSet
         try:
-            with open(event.dataset_path, "rb") as src:
-                src.seek(_data_set_offset(src))
+            if isinstance(received, SpillingBuffer):
+                src = received.data_set()
+                return self._write(src, path, sop_class, sop_instance, transfer_syntax, calling_ae)
+            with open(event.dataset_path, "rb") as spool:
+                src = _data_set_of(spool)
                 return self._write(src, path, sop_class, sop_instance, transfer_syntax, calling_ae)
         except OSError as err:
             log.error("cannot write DICOM file: %s: %s", path, err)
@@ -119,7 +138,14 @@ class Storage:
     def _path_for(self, sop_class: str, sop_instance: str) -> str:
         prefix = prefix_for(sop_class)
         ext = self.opts.filename_extension
-        if self.opts.timenames:
+        if self.opts.dcmrecv and not (sop_class and sop_instance):
+            raise Refused(CANNOT_UNDERSTAND, "cannot generate a file name: the request lacks "
+                          "its SOP Class or Instance UID")  # fmt: skip
+        if self.opts.short_unique_names:
+            name = self._short_name(self.directory, prefix)
+        elif self.opts.system_time_names:
+            name = system_time_name(prefix, ext, datetime.now())
+        elif self.opts.timenames:
             name = self.time_namer.name(prefix, ext, datetime.now())
         elif self.opts.unique_filenames:
             name = unique_file_name(prefix, str(generate_uid()), ext)
@@ -135,6 +161,29 @@ class Storage:
         if not within(self.directory, path):
             raise Refused(CANNOT_UNDERSTAND, f"refusing to store outside {self.directory}: {name}")
         return path
+
+    def _short_name(self, folder: str, prefix: str) -> str:
+        """A ``+fsu`` name no file in ``folder`` has yet (dcmrecv draws up to 1024 times)."""
+        ext = self.opts.filename_extension
+        for _ in range(SHORT_NAME_ATTEMPTS):
+            name = short_unique_name(prefix, self.started, secrets.randbits(32), ext)
+            if not os.path.lexists(os.path.join(folder, name)):
+                return name
+        raise Refused(OUT_OF_RESOURCES, f"cannot generate a unique file name in {folder}")
+
+    def _series_date_path(self, identity: Identity, path: str, prefix: str) -> str:
+        """dcmrecv's ``+ssd``: the path in ``data/YYYY/MM/DD`` (or ``undef/<today>``),
+        whose folders are made as needed."""
+        folder = os.path.join(self.directory, series_date_folder(identity.series_date,
+                                                                 date.today()))  # fmt: skip
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            raise Refused(OUT_OF_RESOURCES, f"cannot create directory {folder}: {err}") from err
+        name = os.path.basename(path)
+        if self.opts.short_unique_names:
+            name = self._short_name(folder, prefix)
+        return os.path.join(folder, name)
 
     def _write(
         self,
@@ -161,9 +210,11 @@ class Storage:
                     )
                 copy_stream(src, target.file)
             else:
+                # dcmrecv's normal mode writes no Source AE Title (0002,0016); +B does
+                source_ae = "" if self.opts.dcmrecv else calling_ae
                 try:
                     identity = write_normal(
-                        src, transfer_syntax, target.file, self.format, calling_ae
+                        src, transfer_syntax, target.file, self.format, source_ae
                     )
                 except UnreadableDataset as err:
                     log.error("cannot understand data set for %s: %s", path, err)
@@ -171,9 +222,17 @@ class Storage:
                 except ConversionImpossible as err:
                     log.error("cannot write DICOM file: %s: %s", path, err)
                     return OUT_OF_RESOURCES
-                status = self._check_identity(identity, sop_class, sop_instance, path)
-                if status != SUCCESS:
-                    return status
+                # dcmrecv does not compare the data set with the request (SPEC §12.4)
+                if not self.opts.dcmrecv:
+                    status = self._check_identity(identity, sop_class, sop_instance, path)
+                    if status != SUCCESS:
+                        return status
+                if self.opts.series_date_subdir:
+                    try:
+                        path = self._series_date_path(identity, path, prefix_for(sop_class))
+                    except Refused as refusal:
+                        log.error("%s", refusal)
+                        return refusal.status
                 if self.runs is not None:
                     try:
                         path = self._sorted_path(identity, path)
@@ -182,6 +241,8 @@ class Storage:
                         return refusal.status
             target.commit(path)
         self.last_path = path
+        if self.opts.dcmrecv:
+            log.info("Stored received object to file: %s", path)
         if self.runs is not None:
             self.last_stored = (self.last_study, path, self.last_folder_name)
         if target.replaced_existing:
@@ -197,6 +258,10 @@ class Storage:
         if self.ends_runs_itself and self.last_study and study != self.last_study:
             self.runs.close(self.last_study)
         self.last_study = study
+        if self.opts.sort == "patientname":
+            warning = patient_name_warning(identity.patient_name, identity.specific_character_set)
+            if warning:
+                log.warning("%s", warning)
         try:
             folder, opened = self.runs.folder(
                 study, lambda: self._folder_name(identity, study), discard=self._discard_folder
@@ -232,11 +297,6 @@ class Storage:
     def _folder_name(self, identity: Identity, study: str) -> str:
         if self.opts.sort == "study-uid":
             return study_uid_name(self.opts.sort_prefix, study)
-        if self.opts.sort == "patientname" and not identity.patient_name:
-            log.warning(
-                "element PatientName (0010,0010) absent or empty in data set, "
-                "using 'ANONYMOUS' instead"
-            )
 
         def named(when: datetime) -> str:
             if self.opts.sort == "patientname":
@@ -297,6 +357,19 @@ class Storage:
         if self.opts.uid_padding and value.endswith(" "):
             return value[:-1]
         return value
+
+
+def _data_set_of(spool: BinaryIO) -> BinaryIO:
+    """The data set in pynetdicom's spool file, read into memory when small.
+
+    Parsing seeks and tells a lot; on a buffered file each ``tell()`` is a system call.
+    """
+    offset = _data_set_offset(spool)
+    size = os.fstat(spool.fileno()).st_size - offset
+    spool.seek(offset)
+    if size <= IN_MEMORY_LIMIT:
+        return io.BytesIO(spool.read())
+    return spool
 
 
 def _data_set_offset(spool: BinaryIO) -> int:

@@ -78,7 +78,9 @@ def test_one_study_over_three_associations_is_one_folder_and_one_end(
     storescpd, tmp_path: Path
 ) -> None:
     log = tmp_path / "LOG"
-    server = storescpd(["--workers", "4", "-ss", "", "-tos", "3", "-xcs", f"echo #p >> {log}"])
+    # --max-requests 1: each association is served by a worker process of its own.
+    server = storescpd(["--workers", "4", "--max-requests", "1", "-v", "-ss", "", "-tos", "3",
+                        "-xcs", f"echo #p >> {log}"])  # fmt: skip
     for part in range(3):
         files = study_files(tmp_path / f"part{part}", A, 3)
         proc = send(server.port, files)
@@ -90,6 +92,7 @@ def test_one_study_over_three_associations_is_one_folder_and_one_end(
     assert len(lines(log)) == 1
     (folder,) = folders(server.od).values()
     assert len(folder) == 9
+    assert server.log.count("retires after 1 associations") == 3
 
 
 def test_exec_on_eostudy_passes_a_hostile_ae_title_as_data(storescpd, tmp_path: Path) -> None:

@@ -108,3 +108,19 @@ def test_installed_module_reports_its_version(venv: Path, tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip(), "--version printed nothing"
+
+
+def test_installed_dcmrecv_script_answers_like_dcmrecv(venv: Path, tmp_path: Path) -> None:
+    """The second console script is installed too, and fails the way dcmrecv does."""
+    script = venv / "bin" / "storescpd-dcmrecv"
+    result = subprocess.run(
+        [str(script), "-od", str(tmp_path / "missing"), str(free_port())],
+        cwd=tmp_path,
+        env=user_environment(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 45, result.stdout + result.stderr
+    assert "F: cannot specify output directory: Directory does not exist" in result.stderr

@@ -18,7 +18,15 @@ from tests.integration.test_modes import make_instances, stored
 
 
 def workers_of(pid: int) -> list[psutil.Process]:
-    return [p for p in psutil.Process(pid).children() if "worker" in " ".join(p.cmdline())]
+    """The master's live worker processes (one that just left, unreaped, is not counted)."""
+    workers = []
+    for child in psutil.Process(pid).children():
+        try:
+            if "worker" in " ".join(child.cmdline()):
+                workers.append(child)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
+    return workers
 
 
 def test_pool_serves_16_concurrent_senders(storescpd, ct_small: Path, tmp_path: Path) -> None:

@@ -107,12 +107,46 @@ def encode_with_padded_instance_uid(ct_small: Path, uid: str) -> bytes:
 # --------------------------------------------------------------------------------------------
 
 
+class Checkpoint(threading.Event):
+    """pynetdicom's reactor checkpoint, counting the reactor's arrivals at it.
+
+    Waiting for ``Association._is_paused`` is not enough: it is still True for a moment after
+    the reactor has passed an open checkpoint, and a fast server's response can then be taken
+    off the queue by the reactor ("Received unexpected C-STORE service message").
+    """
+
+    def __init__(self, is_set: bool) -> None:
+        super().__init__()
+        self.arrivals = 0
+        self._arrived = threading.Condition()
+        if is_set:
+            self.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._arrived:
+            self.arrivals += 1
+            self._arrived.notify_all()
+        return super().wait(timeout)
+
+    def pause(self, timeout: float) -> None:
+        """Close the checkpoint; return once the reactor is held at it."""
+        with self._arrived:
+            # An arrival counted after the clear finds the checkpoint closed and stays.
+            after = self.arrivals + 1
+            self.clear()
+            if not self._arrived.wait_for(lambda: self.arrivals >= after, timeout):
+                raise TimeoutError("pynetdicom's reactor did not come to its checkpoint")
+
+
 class Peer:
     """One association from a pynetdicom requestor that can send hand-made DIMSE requests."""
 
     def __init__(self, assoc: Association) -> None:
         self.assoc = assoc
         self.message_id = 0
+        # Private name, pynetdicom 3.0.4: the reactor looks the attribute up on every turn.
+        self.checkpoint = Checkpoint(assoc._reactor_checkpoint.is_set())
+        assoc._reactor_checkpoint = self.checkpoint
 
     def context_id(self, abstract_syntax: str) -> int:
         for cx in self.assoc.accepted_contexts:
@@ -145,13 +179,12 @@ class Peer:
     def _exchange(self, req: C_STORE | C_ECHO, context_id: int) -> int | None:
         # As Association.send_c_store does: the reactor is paused so that it does not take the
         # response off the queue before we do (private names, pynetdicom 3.0.4).
-        self.assoc._reactor_checkpoint.clear()
         try:
-            poll_until(lambda: self.assoc._is_paused, 5, "pynetdicom reactor to pause")
+            self.checkpoint.pause(5)
             self.assoc.dimse.send_msg(req, context_id)
             rsp = self._await_response()
         finally:
-            self.assoc._reactor_checkpoint.set()
+            self.checkpoint.set()
         status = getattr(rsp, "Status", None)
         return None if status is None else int(status)
 

@@ -14,15 +14,21 @@ from tests.conftest import run_dcmtk
 STAMP = re.compile(r"\d{8}_\d{9}")
 
 
-def study_files(folder: Path, study: str, count: int, patient: bytes = b"Doe^John") -> list[Path]:
-    """``count`` copies of CT_small in study ``study`` with fresh instance UIDs."""
+CODECS = {"ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
+
+
+def study_files(
+    folder: Path, study: str, count: int, patient: bytes = b"Doe^John", charset: str = "ISO_IR 100"
+) -> list[Path]:
+    """``count`` copies of CT_small in study ``study`` with fresh instance UIDs, the patient's
+    name given as the bytes of ``charset``."""
     from pydicom.data import get_testdata_file
 
     folder.mkdir(parents=True, exist_ok=True)
     ds = dcmread(get_testdata_file("CT_small.dcm"))
     ds.StudyInstanceUID = study
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds["PatientName"].value = patient.decode("latin-1")
+    ds.SpecificCharacterSet = charset
+    ds["PatientName"].value = patient.decode(CODECS[charset])
     paths = []
     for n in range(count):
         uid = generate_uid()
@@ -68,3 +74,29 @@ def test_folders_match_dcmtk_for_interleaved_studies(
     if sort[0] == "-sp":
         assert layouts["ours"][0][0] == "Mueller_Joerg_<stamp>"
         assert layouts["ours"][1][0] == "______etc_x_<stamp>"
+
+
+@pytest.mark.parametrize(
+    ("charset", "patient"),
+    [("ISO_IR 192", "Иванов^Иван"), ("ISO_IR 192", "山田^太郎=やまだ^たろう"), ("ISO_IR 100", "")],
+    ids=["cyrillic", "japanese", "empty"],
+)
+def test_non_latin_and_empty_patient_names_match_dcmtk(
+    storescpd, dcmtk_storescp, tmp_path: Path, charset: str, patient: str
+) -> None:
+    """``-sp`` spells UTF-8 bytes as DCMTK does, inside ``-od``, and warns for every object."""
+    files = study_files(tmp_path / "in", "1.2.826.0.1.3680043.8.498.3003", 2,
+                        patient.encode(CODECS[charset]), charset)  # fmt: skip
+    seen = {}
+    for name, start in (("ours", storescpd), ("dcmtk", dcmtk_storescp)):
+        server = start(["-sp"])
+        sent = run_dcmtk("storescu", "127.0.0.1", str(server.port), *map(str, files))
+        assert sent.returncode == 0, sent.stderr
+        server.stop()
+        warnings = [line for line in server.log.splitlines() if line.startswith("W: ") and
+                    "atient" in line]  # fmt: skip
+        seen[name] = (layout(server.od), warnings)
+    assert seen["ours"] == seen["dcmtk"]
+    ((folder, count),) = seen["ours"][0]
+    assert count == 2 and "/" not in folder and folder.isascii()
+    assert len(seen["ours"][1]) == 2, "one warning per object"

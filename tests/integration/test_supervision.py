@@ -343,3 +343,64 @@ def test_workers_grown_under_load_leave_again_when_idle(storescpd, ct_small: Pat
     poll_until(lambda: len(_pids(server.pid)) == 1, 20, "the pool to shrink back to 1")
     assert "beyond the pool's size, retiring it" in server.log
     assert run_dcmtk("echoscu", "127.0.0.1", str(server.port)).returncode == 0
+
+
+LOG_CONFIG = """\
+[loggers]
+keys=root
+
+[handlers]
+keys=file
+
+[formatters]
+keys=plain
+
+[logger_root]
+level=INFO
+handlers=file
+
+[handler_file]
+class=FileHandler
+formatter=plain
+args=({path!r},)
+
+[formatter_plain]
+format=%(process)d %(message)s
+"""
+
+
+@pytest.mark.parametrize("mode", [["--workers", "1"], ["--fork"]], ids=["pool", "fork"])
+def test_usr1_moves_every_process_to_the_new_log_file(
+    storescpd, tmp_path: Path, mode: list[str]
+) -> None:
+    """logrotate's contract: after the rename and USR1, workers and children write the new file."""
+    current, rotated = tmp_path / "server.log", tmp_path / "server.log.1"
+    config = tmp_path / "log.ini"
+    config.write_text(LOG_CONFIG.format(path=str(current)))
+    server = storescpd([*mode, "-lc", str(config)])
+    assert run_dcmtk("echoscu", "127.0.0.1", str(server.port)).returncode == 0
+    current.rename(rotated)
+    os.kill(server.pid, signal.SIGUSR1)
+    poll_until(lambda: current.exists() and "USR1" in current.read_text(), 10, "the new log file")
+    assert run_dcmtk("echoscu", "127.0.0.1", str(server.port)).returncode == 0
+    assert server.stop() == 0
+    master = str(server.pid)
+    served_in = {
+        path.name: [line.split()[0] for line in path.read_text().splitlines()
+                    if line.endswith("Association Received")]
+        for path in (current, rotated)
+    }  # fmt: skip
+    assert len(served_in["server.log"]) == len(served_in["server.log.1"]) == 1, served_in
+    assert served_in["server.log"][0] != master  # a worker or child wrote it, not the master
+
+
+def test_ttin_and_ttou_add_and_remove_one_worker(storescpd) -> None:
+    server = storescpd(["--workers", "2"])
+    poll_until(lambda: len(_pids(server.pid)) == 2, 20, "two workers")
+    os.kill(server.pid, signal.SIGTTIN)
+    poll_until(lambda: len(_pids(server.pid)) == 3, 20, "a third worker")
+    for left in (2, 1):  # one at a time: two pending signals of one kind arrive as one
+        os.kill(server.pid, signal.SIGTTOU)
+        poll_until(lambda left=left: len(_pids(server.pid)) == left, 20, f"{left} workers")
+    assert run_dcmtk("echoscu", "127.0.0.1", str(server.port)).returncode == 0
+    assert server.stop() == 0

@@ -103,3 +103,29 @@ def test_bad_config_files(tmp_path: Path, content: str | None, message: str) -> 
         path.write_text(content)
     with pytest.raises(logs.LogConfigError, match=message):
         logs.configure("warn", str(path))
+
+
+def test_a_reopen_request_leaves_the_rotated_file_behind(tmp_path: Path) -> None:
+    current, rotated = tmp_path / "app.log", tmp_path / "app.log.1"
+    config = {
+        "version": 1,
+        "handlers": {"file": {"class": "logging.FileHandler", "filename": str(current),
+                              "mode": "w", "formatter": "bare"}},
+        "formatters": {"bare": {"format": "%(message)s"}},
+        "loggers": {"storescpd": {"level": "INFO", "handlers": ["file"]}},
+    }  # fmt: skip
+    path = tmp_path / "log.json"
+    path.write_text(json.dumps(config))
+    logs.configure("warn", str(path))
+    log = logging.getLogger("storescpd.test")
+    log.info("before")
+    current.rename(rotated)
+    log.info("still before")  # nothing asked for a reopen yet
+    logs.request_reopen()
+    log.info("after")
+    log.info("after, again")  # a "w" handler appends to the file it reopened
+    assert rotated.read_text().splitlines() == ["before", "still before"]
+    assert current.read_text().splitlines() == ["after", "after, again"]
+    for handler in logging.getLogger("storescpd").handlers:
+        handler.close()
+    logging.getLogger("storescpd").handlers.clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from hypothesis import example, given
@@ -21,6 +21,9 @@ from storescpd.naming import (
     is_valid_uid,
     log_code_for,
     prefix_for,
+    series_date_folder,
+    short_unique_name,
+    system_time_name,
     unique_file_name,
     within,
 )
@@ -378,3 +381,49 @@ def test_accepted_names_stay_inside(directory: str, prefix: str, uid: str, ext: 
         path = os.path.join(directory, name)
         assert within(directory, path)
         assert os.path.dirname(os.path.abspath(path)) == os.path.abspath(directory)
+
+
+# --- dcmrecv's names (SPEC §12.2, §12.3) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prefix", "started", "draw", "ext", "name"),
+    [
+        ("CT", 0x6B02E433, 0x325DF7D2, "", "CT_6b02e433325df7d2"),
+        ("UNKNOWN", 0x6B02E433, 0x325DF7D2, "", "XX_6b02e433325df7d2"),
+        ("SRd", 1, 2, ".dcm", "SRd_0000000100000002.dcm"),
+        ("MR", 2**32 + 5, 2**32 - 1, "", "MR_00000005ffffffff"),
+    ],
+)
+def test_short_unique_name(prefix: str, started: int, draw: int, ext: str, name: str) -> None:
+    assert short_unique_name(prefix, started, draw, ext) == name
+
+
+@pytest.mark.parametrize(
+    ("when", "prefix", "ext", "name"),
+    [
+        (datetime(2026, 11, 22, 12, 46, 45, 301842), "CT", "", "20261122124645.301842.CT"),
+        (datetime(2026, 1, 2, 3, 4, 5, 6), "UNKNOWN", ".dcm", "20260102030405.000006.UNKNOWN.dcm"),
+    ],
+)
+def test_system_time_name(when: datetime, prefix: str, ext: str, name: str) -> None:
+    assert system_time_name(prefix, ext, when) == name
+
+
+@pytest.mark.parametrize(
+    ("series_date", "folder"),
+    [
+        ("19970430", "data/1997/04/30"),
+        ("19970430 ", "data/1997/04/30"),
+        ("20240229", "data/2024/02/29"),
+        ("20230229", "undef/20261202"),
+        ("19971332", "undef/20261202"),
+        ("1997043", "undef/20261202"),
+        ("../../etc", "undef/20261202"),
+        ("1997.04.30", "undef/20261202"),
+        ("", "undef/20261202"),
+        (None, "undef/20261202"),
+    ],
+)
+def test_series_date_folder(series_date: str | None, folder: str) -> None:
+    assert series_date_folder(series_date, date(2026, 12, 2)) == folder

@@ -622,7 +622,7 @@ def test_eostudy_options_are_allowed_with_fork_unlike_dcmtk() -> None:
         (["-xf", "f", "p", PORT], []),
         (["-ss", "p", "-su", "q", PORT], []),
         (["-sp", "-xcs", "c", "-rns", "-tos", "1", "-xs", "-xcr", "c", PORT], []),
-        (["+tls", "k", "c", "-pem", PORT], ["--enable-tls", "--pem-keys"]),
+        (["+tls", "k", "c", "-pem", "+rs", "s", "+ws", PORT], []),
         (["-tls", PORT], []),
     ],
 )  # fmt: skip

@@ -11,6 +11,7 @@ from storescpd.studydirs import (
     conc_studies_name,
     map_patient_name,
     patient_folder_name,
+    patient_name_warning,
     rename_for_study,
     rename_prefix,
     study_uid_name,
@@ -86,3 +87,20 @@ def test_rename_keeps_a_vanished_file_out(tmp_path: Path) -> None:
     kept.write_text("x")
     result = rename_for_study(str(tmp_path), [str(tmp_path / "CT.gone"), str(kept)], False)
     assert result == [str(tmp_path / "CT.gone"), str(tmp_path / "CT000002")]
+
+
+@pytest.mark.parametrize(
+    ("raw", "charset", "warns"),
+    [
+        (b"Doe^John", "ISO_IR 192", None),  # ASCII is faithful in any character set
+        ("Müller".encode("latin-1"), "ISO_IR 100", None),
+        ("Müller".encode("latin-1"), None, None),  # no (0008,0005): Latin-1 is assumed
+        ("Иван".encode(), "ISO_IR 192", "not in Latin-1 (charset: ISO_IR 192)"),
+        (b"Doe\\" + "Иван".encode(), "ISO_IR 192", None),  # only the first value counts
+        (b"", "ISO_IR 100", "using 'ANONYMOUS' instead"),
+        (None, None, "using 'ANONYMOUS' instead"),
+    ],
+)
+def test_patient_name_warning(raw: bytes | None, charset: str | None, warns: str | None) -> None:
+    warning = patient_name_warning(raw, charset)
+    assert warning is None if warns is None else warns in (warning or "")

@@ -1,0 +1,171 @@
+"""DIMSE shortcuts for the event-driven acceptor: how data sets are received, responses sent.
+
+* :class:`SpillingBuffer` keeps a received data set in memory while it is small and moves it to
+  a spool file once it is large, instead of pynetdicom's spool file for every C-STORE.
+* :class:`QuickResponseDIMSE` sends plain C-STORE/C-ECHO responses encoded by
+  :mod:`storescpd.worker.responses`, from the Association thread when that is what the DUL
+  would do anyway.
+* :class:`BulkReadingSocket` reads a PDU in as few system calls as the kernel allows.
+
+:func:`storescpd.worker.reactor.make_event_driven` swaps them in; they rely on pynetdicom 3.0
+internals that :func:`storescpd.worker.reactor.supported` checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import struct
+import tempfile
+from typing import Any, BinaryIO
+
+from pynetdicom import evt
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import DIMSEMessage
+from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.transport import AssociationSocket
+
+from storescpd.worker.responses import C_ECHO_RSP, C_STORE_RSP, encode_response
+
+
+class SpillingBuffer(io.BytesIO):
+    """A received data set: in memory up to ``limit`` bytes, beyond that in a spool file.
+
+    pynetdicom writes every data set fragment to the message's ``data_set`` buffer (with
+    ``STORE_RECV_CHUNKED_DATASET`` off); this buffer keeps small objects in memory, where they
+    are cheapest to parse, and moves large ones to a file in ``tempfile.gettempdir()`` (the
+    process's spool directory), so memory stays bounded whatever the object's size.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.file: BinaryIO | None = None
+        self.path = ""
+
+    def write(self, data: Any) -> int:
+        if self.file is None:
+            if self.tell() + len(data) <= self.limit:
+                return super().write(data)
+            fd, self.path = tempfile.mkstemp(prefix="spill-", suffix=".part")
+            self.file = os.fdopen(fd, "w+b")
+            with self.getbuffer() as view:
+                self.file.write(view)
+            self.seek(0)
+            self.truncate()
+        return self.file.write(data)
+
+    def data_set(self) -> BinaryIO:
+        """The received bytes, positioned at their start."""
+        source: BinaryIO = self if self.file is None else self.file
+        source.flush()
+        source.seek(0)
+        return source
+
+    def discard(self) -> None:
+        """Remove the spool file, if any (idempotent)."""
+        f, self.file = self.file, None
+        if f is not None:
+            f.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+
+SPILL_LIMIT = 1 << 20
+"""Data sets up to this size stay in memory while they are received."""
+
+
+class QuickResponseDIMSE(DIMSEServiceProvider):
+    """Receives data sets into a :class:`SpillingBuffer`; sends plain C-STORE and C-ECHO
+    responses encoded by :mod:`storescpd.worker.responses`.
+
+    When the association is established (Sta6), nothing else waits to be sent and no handler
+    watches sent PDUs, the Association thread writes the one-PDV P-DATA-TF itself: pynetdicom's
+    DUL would do exactly that (action DT-1, Sta6 -> Sta6) one thread hand-off later. Otherwise
+    the P-DATA goes through the DUL's queue as usual.
+    """
+
+    def receive_primitive(self, primitive: Any) -> None:
+        if self.message is None:
+            self.message = DIMSEMessage()
+            self.message.data_set = SpillingBuffer(SPILL_LIMIT)
+        super().receive_primitive(primitive)
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        encoded = _quick_response(primitive)
+        max_pdu = self.maximum_pdu_size
+        assoc = self.assoc
+        if (
+            encoded is None
+            or (max_pdu and len(encoded) + 6 > max_pdu)  # pynetdicom would fragment it
+            or assoc.get_handlers(evt.EVT_DIMSE_SENT)  # wants pynetdicom's message object
+        ):
+            super().send_msg(primitive, context_id)
+            return
+        dul = self.dul
+        if (
+            dul.state_machine.current_state == "Sta6"
+            and dul.to_provider_queue.empty()
+            and dul.socket is not None
+            and not assoc.get_handlers(evt.EVT_PDU_SENT)
+            and not assoc.get_handlers(evt.EVT_DATA_SENT)
+        ):
+            size = len(encoded)
+            dul.socket.send(_P_DATA_TF.pack(0x04, 0, size + 6, size + 2, context_id, 3) + encoded)
+            return
+        pdata = P_DATA()
+        # One PDV: message control header 0x03 = command, last fragment.
+        pdata.presentation_data_value_list.append((context_id, b"\x03" + encoded))
+        dul.send_pdu(pdata)
+
+
+# P-DATA-TF with one PDV: PDU type, reserved, PDU length, PDV item length, context ID, header.
+_P_DATA_TF = struct.Struct(">BBIIBB")
+
+
+def _quick_response(primitive: Any) -> bytes | None:
+    """The encoded command set of a plain C-STORE/C-ECHO response, or None for pynetdicom."""
+    if type(primitive) is C_STORE:
+        field, instance = C_STORE_RSP, primitive.AffectedSOPInstanceUID
+        if primitive.OffendingElement is not None:
+            return None
+    elif type(primitive) is C_ECHO:
+        field, instance = C_ECHO_RSP, None
+    else:
+        return None
+    sop_class = primitive.AffectedSOPClassUID
+    responding_to = primitive.MessageIDBeingRespondedTo
+    status = primitive.Status
+    if (
+        responding_to is None
+        or status is None
+        or primitive.ErrorComment is not None
+        or not isinstance(sop_class, (str, type(None)))
+        or not isinstance(instance, (str, type(None)))
+    ):
+        return None
+    try:
+        return encode_response(field, int(responding_to), int(status), sop_class, instance)
+    except (UnicodeEncodeError, struct.error):
+        return None
+
+
+class BulkReadingSocket(AssociationSocket):
+    """Reads a PDU with as few system calls as the kernel allows (pynetdicom reads 4 KiB each)."""
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        sock = self.socket
+        assert sock is not None
+        data = bytearray(nr_bytes)
+        got = 0
+        with memoryview(data) as view:
+            while got < nr_bytes:
+                n = sock.recv_into(view[got:], nr_bytes - got)
+                if not n:
+                    break  # the peer closed: return what came, as pynetdicom does
+                got += n
+        if got < nr_bytes:
+            del data[got:]
+        return data

@@ -1,0 +1,301 @@
+"""Event-driven loops for pynetdicom's two per-association threads.
+
+pynetdicom 3.0's DUL thread and Association thread each poll with a ~1 ms sleep, so every
+C-STORE waits for up to three polls (request in, handler, response out) and an idle association
+burns CPU (PYNETDICOM.md §4.3). :func:`make_event_driven` converts a freshly created acceptor
+``Association`` (before its thread starts) so that
+
+* the DUL thread blocks in ``poll()`` on the socket and on a wake-up pipe that every put into
+  its event and provider queues writes to (puts come from the Association thread: responses,
+  A-ABORT, A-RELEASE-RP, connection close);
+* the Association thread blocks on an event that every put into the DIMSE message queue and the
+  DUL's user queue sets, and that the DUL thread sets when it ends.
+
+Both waits still wake on a short deadline so pynetdicom's ARTIM and idle timers keep firing.
+The loops keep pynetdicom's order of work (its state machine, PDU codec, DIMSE and ACSE
+providers and event API do all the DICOM); only the waiting differs. They rely on pynetdicom
+3.0 internals (``run_reactor``, ``_run_reactor``, ``_process_recv_primitive``,
+``_is_transport_event``, the queues), so :func:`supported` checks they are there and the
+acceptor falls back to stock pynetdicom otherwise. The same conversion swaps in the DIMSE
+shortcuts of :mod:`storescpd.worker.dimse` (spilling receive buffer, quick responses, bulk
+socket reads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import select
+import threading
+from typing import Any
+
+from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import DIMSEMessage
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.transport import AssociationSocket
+
+from storescpd.worker.dimse import BulkReadingSocket, QuickResponseDIMSE
+
+log = logging.getLogger(__name__)
+# The lines pynetdicom's own loop logs, under its name, as before.
+_PYNETDICOM_LOG = logging.getLogger("pynetdicom.association")
+
+LONGEST_WAIT = 0.2
+"""Seconds a loop sleeps at most without a wake-up, so no timer is missed by more than that."""
+
+_NEEDED = (
+    (DULServiceProvider, ("run_reactor", "_process_recv_primitive", "_is_transport_event")),
+    (Association, ("_run_reactor", "kill")),
+    (DIMSEServiceProvider, ("send_msg", "maximum_pdu_size", "receive_primitive")),
+    (DIMSEMessage, ("decode_msg",)),
+    (AssociationSocket, ("recv",)),
+)
+
+
+def supported() -> bool:
+    """True when the installed pynetdicom has the internals these loops drive."""
+    return all(hasattr(cls, name) for cls, names in _NEEDED for name in names)
+
+
+class _WakingQueue(queue.Queue[Any]):
+    """A queue whose every put also calls ``wake``."""
+
+    def __init__(self, wake: Any, items: Any = ()) -> None:
+        super().__init__()
+        self.queue.extend(items)
+        self._wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._wake()
+
+
+class _Doorbell:
+    """A self-pipe: ``ring`` from any thread wakes a ``poll()`` on :attr:`fd`."""
+
+    def __init__(self) -> None:
+        self.fd, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def ring(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):  # a full pipe already rings
+            os.write(self._w, b"\0")
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self.fd, 512):
+                pass
+
+    def close(self) -> None:
+        for fd in (self.fd, self._w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class EventDrivenDUL(DULServiceProvider):
+    """The DUL thread: waits on the socket and the doorbell instead of sleeping."""
+
+    doorbell: _Doorbell
+    wake_user: threading.Event
+
+    def run(self) -> None:
+        # pynetdicom made the thread with target=<its own run_reactor>, bound before the swap.
+        self.run_reactor()
+
+    def run_reactor(self) -> None:
+        try:
+            self._serve_events()
+        finally:
+            self.wake_user.set()  # the Association thread notices the DUL has gone
+
+    def kill_dul(self) -> None:
+        super().kill_dul()
+        self.doorbell.ring()
+
+    def stop_dul(self) -> bool:
+        """Stop the thread if the connection is closed (Sta1): True once it has stopped."""
+        if self.state_machine.current_state != "Sta1":
+            return False
+        self.kill_dul()
+        if threading.current_thread() is not self and self.is_alive():
+            self.join()
+        return True
+
+    def _serve_events(self) -> None:
+        self._idle_timer.start()
+        poller = select.poll()
+        poller.register(self.doorbell.fd, select.POLLIN)
+        watched = -1
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+            if self._kill_thread:
+                return
+            if self.artim_timer.expired:
+                self.event_queue.put("Evt18")
+            try:
+                # One primitive to encode and send, or else one PDU received, per turn.
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+            except Exception:
+                log.exception("DUL failure, aborting the association")
+                self._abort_hard()
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                watched = self._wait(poller, watched)
+                continue
+            self.state_machine.do_action(event)
+            if not self.wake_user.is_set():  # set and not yet cleared: it will look anyway
+                self.wake_user.set()
+
+    def _wait(self, poller: select.poll, watched: int) -> int:
+        """Block until the peer sends, a queue is fed, or the next timer check is due."""
+        sock = getattr(self.socket, "socket", None)
+        fd = sock.fileno() if sock is not None else -1
+        if fd != watched:
+            if watched >= 0:
+                with contextlib.suppress(KeyError):
+                    poller.unregister(watched)
+            if fd >= 0:
+                poller.register(fd, select.POLLIN | select.POLLPRI)
+            watched = fd
+        pending = getattr(sock, "pending", None)
+        if pending is not None and pending():
+            return watched  # TLS has decrypted bytes select() cannot see
+        if not self.to_provider_queue.empty() or not self.event_queue.empty():
+            return watched
+        timeout = LONGEST_WAIT
+        if self.artim_timer._start_time is not None and self.artim_timer._end_time is None:
+            timeout = max(0.0, min(timeout, self.artim_timer.remaining))
+        for ready, mask in poller.poll(timeout * 1000):
+            if ready == self.doorbell.fd:
+                # Emptied before the queues are looked at again: a later put rings anew.
+                self.doorbell.drain()
+            elif mask & select.POLLNVAL:
+                # Closed under us: stop watching, the DUL learns of it from the socket object.
+                poller.unregister(fd)
+                watched = -1
+        return watched
+
+    def _abort_hard(self) -> None:
+        # As pynetdicom does: bypass the state machine, whose state can no longer be trusted.
+        pdu = A_ABORT_RQ()
+        pdu.source = 0x02
+        pdu.reason_diagnostic = 0x00
+        with contextlib.suppress(Exception):
+            if self.socket is not None:
+                self.socket.send(pdu.encode())
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        self.assoc._kill = True
+        self._kill_thread = True
+
+
+class EventDrivenAssociation(Association):
+    """The Association thread: waits for a message or a primitive instead of sleeping."""
+
+    wake_user: threading.Event
+    doorbell: _Doorbell
+
+    def kill(self) -> None:
+        """End both threads' loops; returns once the DUL thread has stopped."""
+        self._reactor_checkpoint.set()
+        self._kill = True
+        self.is_established = False
+        self._is_paused = True
+        wake = self.wake_user
+        wake.set()
+        dul = self.dul
+        while dul.is_alive():
+            wake.clear()  # the DUL sets it after each state change
+            if dul.stop_dul():
+                return
+            wake.wait(LONGEST_WAIT)
+
+    def _run_reactor(self) -> None:
+        self._is_paused = False
+        wake = self.wake_user
+        while not self._kill:
+            # Cleared before the queues are looked at, so a put after the look sets it again.
+            wake.clear()
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+            if self._serve_one():
+                return
+            if not self._kill and self.dimse.msg_queue.empty():
+                wake.wait(self._next_check())
+
+    def _next_check(self) -> float:
+        remaining = self.dul._idle_timer.remaining if self.dul.network_timeout else LONGEST_WAIT
+        return max(0.0, min(LONGEST_WAIT, remaining))
+
+    def _serve_one(self) -> bool:
+        """Serve one DIMSE message, or end the association; True when it has ended."""
+        context_id, msg = self.dimse.get_msg(block=False)
+        if msg:
+            self._serve_request(msg, context_id)  # type: ignore[arg-type]
+        if self.is_established and self.acse.is_release_requested():
+            self.acse.send_release(is_response=True)
+            _PYNETDICOM_LOG.info("Association Released")
+            self.is_released = True
+            self.is_established = False
+            evt.trigger(self, evt.EVT_RELEASED, {})
+            self.kill()
+            return True
+        if self.acse.is_aborted():
+            what = " (A-P-ABORT)" if self.acse.is_aborted("a-p-abort") else ""
+            _PYNETDICOM_LOG.info("Association Aborted%s", what)
+            self.dul.receive_pdu(wait=False)  # so EVT_ACSE_RECV fires for the A-ABORT
+            self.is_aborted = True
+            self.is_established = False
+            evt.trigger(self, evt.EVT_ABORTED, {})
+            self.kill()
+            return True
+        if not self.dul.is_alive():
+            self.kill()
+            return True
+        if self.dul.idle_timer_expired():
+            _PYNETDICOM_LOG.error("Network timeout reached")
+            if self.network_timeout_response == "A-RELEASE":
+                self.release()
+            else:
+                self.abort()
+            self.kill()
+            return True
+        return False
+
+
+def make_event_driven(assoc: Association) -> None:
+    """Convert ``assoc`` (created, not yet started) and its DUL to the event-driven loops."""
+    wake_user = threading.Event()
+    doorbell = _Doorbell()
+    dul = assoc.dul
+    dul.__class__ = EventDrivenDUL
+    assoc.__class__ = EventDrivenAssociation
+    assoc.dimse.__class__ = QuickResponseDIMSE
+    if type(dul.socket) is AssociationSocket:
+        dul.socket.__class__ = BulkReadingSocket
+    assert isinstance(dul, EventDrivenDUL) and isinstance(assoc, EventDrivenAssociation)
+    dul.doorbell = doorbell
+    dul.wake_user = wake_user
+    assoc.wake_user = wake_user
+    assoc.doorbell = doorbell
+    dul.event_queue = _WakingQueue(doorbell.ring, dul.event_queue.queue)
+    dul.to_provider_queue = _WakingQueue(doorbell.ring, dul.to_provider_queue.queue)
+    dul.to_user_queue = _WakingQueue(wake_user.set, dul.to_user_queue.queue)
+    assoc.dimse.msg_queue = _WakingQueue(wake_user.set, assoc.dimse.msg_queue.queue)
+
+
+def release(assoc: Association) -> None:
+    """Free what :func:`make_event_driven` allocated, once both threads have ended."""
+    if isinstance(assoc, EventDrivenAssociation) and not assoc.dul.is_alive():
+        assoc.doorbell.close()
