@@ -49,6 +49,13 @@ class AccessControl:
         self.allow = _read_table(self.allow_path)
         self.deny = _read_table(self.deny_path)
 
+    def unreadable(self) -> list[str]:
+        """Why a file that exists could not be read (libwrap then denies everyone), one
+        message per file: at start-up that is an error rather than a server refusing all."""
+        tables = [t for t in (self.allow, self.deny) if t is not None and t.failed]
+        # hosts_access.unreadable() reports at line 0; parsed files report real lines.
+        return [d.message for t in tables for d in t.diagnostics if d.line == 0 and d.error]
+
     def admit(self, conn: socket.socket, peer: tuple[str, int]) -> bool:
         """True when the peer may be served; a refused connection is closed here."""
         name = host_name(peer[0]) if self.lookup else None

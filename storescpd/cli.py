@@ -26,7 +26,7 @@ from storescpd import asconfig, daemonize, listeners, logs, options, recvoptions
 from storescpd.access import AccessControl
 from storescpd.events import EventQueue
 from storescpd.exitcodes import ExitCode, RecvExitCode
-from storescpd.fsio import is_writable_directory
+from storescpd.fsio import is_writable_directory, remove_spools_of, remove_temporaries_of
 from storescpd.heartbeat import Heartbeats
 from storescpd.master import ForkingServer, SingleProcessServer
 from storescpd.prefork import PoolServer, PoolSize, WorkerEntry
@@ -263,6 +263,7 @@ class Service:
                 graceful_timeout=opts.graceful_timeout,
                 admit=admit,
                 max_associations=opts.max_associations,
+                max_associations_per_host=opts.max_associations_per_host,
             )
         elif opts.fork:
             server = ForkingServer(
@@ -271,10 +272,17 @@ class Service:
                 admit,
                 opts.max_associations,
                 graceful_timeout=opts.graceful_timeout,
+                max_associations_per_host=opts.max_associations_per_host,
             )
         else:
-            server = SingleProcessServer(sockets, self.acceptor.serve, admit)
+            server = SingleProcessServer(
+                sockets,
+                self.acceptor.serve,
+                admit,
+                max_associations_per_host=opts.max_associations_per_host,
+            )
         server.reload = self.reload
+        server.after_crash = _leftovers_remover(opts.output_directory)
         server.reject_in_clear = self.tls_context is None
         if self.events is not None:
             server.companions.add("coordinator", self._coordinator())
@@ -308,6 +316,8 @@ class Service:
             server.serve = self.acceptor.serve
         if server is not None:
             server.max_associations = opts.max_associations
+            server.max_associations_per_host = opts.max_associations_per_host
+            server.after_crash = _leftovers_remover(opts.output_directory)
             server.reject_in_clear = self.tls_context is None
             if self.events is not None:
                 server.companions.renew("coordinator", self._coordinator())
@@ -346,6 +356,21 @@ class Service:
         self.profile = profile
         self.tls_context = context
         return new
+
+
+def _leftovers_remover(output_directory: str) -> Callable[[int], None]:
+    """Removes what a serving process that was killed could not: its spool directories
+    (pynetdicom spools each data set there) and its temporary files in the output directory."""
+    from storescpd.worker.acceptor import SPOOL_PARENT
+
+    def remove(pid: int) -> None:
+        if remove_spools_of(SPOOL_PARENT, pid):
+            log.info("removed the spool directory of process %d", pid)
+        removed = remove_temporaries_of(output_directory, pid)
+        if removed:
+            log.info("removed %d temporary files of process %d", removed, pid)
+
+    return remove
 
 
 def _event_queue(opts: options.Options) -> EventQueue | None:
@@ -391,6 +416,9 @@ def _access_control(opts: options.Options) -> AccessControl | None:
         lookup=not opts.disable_host_lookup,
     )
     control.load()
+    problems = control.unreadable()
+    if problems:
+        raise StartupError(problems[0])
     return control
 
 
@@ -409,9 +437,12 @@ def _drop_privileges(opts: options.Options) -> None:
         return
     try:
         account = pwd.getpwnam(opts.user) if opts.user is not None else None
+    except KeyError:
+        raise StartupError(f"cannot drop privileges: unknown user {opts.user}") from None
+    try:
         gid = grp.getgrnam(opts.group).gr_gid if opts.group is not None else None
-    except KeyError as err:
-        raise StartupError(f"cannot drop privileges: unknown user or group {err}") from None
+    except KeyError:
+        raise StartupError(f"cannot drop privileges: unknown group {opts.group}") from None
     if gid is None and account is not None:
         gid = account.pw_gid
     try:

@@ -51,12 +51,13 @@ def send_message(chan: socket.socket, message: dict[str, object]) -> None:
     chan.send(json.dumps(message).encode())
 
 
-def receive_message(chan: socket.socket, block: bool = True) -> dict[str, object] | None:
-    """The next status message; None when the other end has gone away.
+def receive_message(chan: socket.socket) -> dict[str, object] | None:
+    """The next status message, without waiting; None when the other end has gone away.
 
-    With ``block`` false, raises :class:`BlockingIOError` when no message is waiting.
+    Raises BlockingIOError when there is none: a readiness the caller saw may be stale (the
+    message was already read elsewhere), and the reader must not hang on it.
     """
-    data = chan.recv(MAX_MESSAGE, 0 if block else socket.MSG_DONTWAIT)
+    data = chan.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
     if not data:
         return None
     message = json.loads(data)

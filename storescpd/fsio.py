@@ -8,9 +8,12 @@ Knows nothing about DICOM.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import secrets
+import shutil
 from types import TracebackType
 from typing import BinaryIO
 
@@ -18,6 +21,7 @@ log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".storescpd-"
 TEMP_SUFFIX = ".part"
+SPOOL_PREFIX = "storescpd-spool-"
 
 
 class AtomicFile:
@@ -39,8 +43,9 @@ class AtomicFile:
         directory, name = os.path.split(final_path)
         self.directory = directory or "."
         # The random part keeps two writers of the same final name (e.g. a resent
-        # instance on two associations) from sharing a temporary file.
-        temp_name = f"{TEMP_PREFIX}{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        # instance on two associations) from sharing a temporary file; the pid tells whose
+        # it is, should the writer be killed (remove_temporaries_of).
+        temp_name = f"{TEMP_PREFIX}{name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
         self.temp_path = os.path.join(self.directory, temp_name)
         self.file: BinaryIO | None = None
         self.replaced_existing = False
@@ -116,6 +121,42 @@ def copy_stream(src: BinaryIO, dst: BinaryIO, chunk: int = 1 << 20) -> int:
             return total
         dst.write(view[:n])
         total += n
+
+
+def spool_prefix(pid: int) -> str:
+    """How the spool directories of process ``pid`` begin (``mkdtemp`` adds a random part)."""
+    return f"{SPOOL_PREFIX}{pid}-"
+
+
+def remove_spools_of(parent: str, pid: int) -> int:
+    """Remove the spool directories a dead process ``pid`` left in ``parent`` (a data set
+    half received when it was killed can be large); returns how many. Only our own real
+    directories: in a shared /tmp, a look-alike name or a symlink is someone else's."""
+    removed = 0
+    prefix = spool_prefix(pid)
+    with contextlib.suppress(OSError), os.scandir(parent) as entries:
+        for entry in entries:
+            if not entry.name.startswith(prefix) or not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.stat(follow_symlinks=False).st_uid != os.geteuid():
+                continue
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def remove_temporaries_of(directory: str, pid: int) -> int:
+    """Remove the temporary files a killed writer ``pid`` left in ``directory`` (never under a
+    final name, but hidden clutter that would pile up); returns how many."""
+    removed = 0
+    tail = re.compile(rf"\.{pid}-[0-9a-f]{{8}}{re.escape(TEMP_SUFFIX)}\Z")
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith(TEMP_PREFIX) and tail.search(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
 
 
 def is_writable_directory(path: str) -> bool:

@@ -44,6 +44,7 @@ BAD_CONFIG = (
     TypeError,
     AttributeError,
     ImportError,
+    RuntimeError,  # fileConfig wraps the parser's errors in it (3.11)
     OSError,
 )
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import errno
 import logging
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -50,6 +52,32 @@ class Source(enum.Enum):
 # A-ASSOCIATE-RJ: rejected-transient (2), service-provider presentation (3), local limit (2).
 REJECT_LIMIT_EXCEEDED = bytes([0x03, 0x00, 0, 0, 0, 4, 0x00, 2, 3, 2])
 DRAIN_SECONDS = 5.0
+MAX_DRAINING = 64
+"""Rejected connections drained at once (and at most a quarter of the descriptor limit); a
+flood beyond that sheds the oldest, so rejected peers cannot take the descriptors the pool
+needs for its workers."""
+ACCEPT_PAUSE_SECONDS = 1.0
+"""Out of file descriptors with nothing to shed: stop accepting this long (the kernel's
+listen queue holds new peers meanwhile) instead of spinning on a listener that stays ready."""
+OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+LIMIT_WAIT = 1.0
+"""How long a connection over --max-associations(-per-host) is held before the transient RJ:
+a sender that releases and at once associates again must not be refused because the process
+that served it has not quite gone yet."""
+MAX_HELD = 8
+"""Connections held at once; beyond that, one over a limit is rejected straight away."""
+REJECTION_LOG_INTERVAL = 1.0
+"""At most one rejection line per peer address in this many seconds: a flood of connections
+must not become a flood of log lines that fills the disk."""
+
+
+@dataclasses.dataclass
+class Held:
+    """A connection over a limit, given until ``deadline`` for a running association to end."""
+
+    conn: socket.socket
+    peer: tuple[str, int]
+    deadline: float
 
 
 @dataclasses.dataclass
@@ -79,6 +107,8 @@ class SingleProcessServer:
         Concurrent associations beyond which a peer gets a transient A-ASSOCIATE-RJ at once
         (0: no limit). One process serves one association at a time, so this matters for
         the subclasses.
+    max_associations_per_host : int
+        The same, counted for each peer address (``--max-associations-per-host``).
     """
 
     def __init__(
@@ -87,12 +117,16 @@ class SingleProcessServer:
         serve: Serve,
         admit: Admit | None = None,
         max_associations: int = 0,
+        max_associations_per_host: int = 0,
     ) -> None:
         self.listeners = list(listeners)
         self.serve = serve
         self.admit = admit
         self.max_associations = max_associations
+        self.max_associations_per_host = max_associations_per_host
         self.reload: Callable[[], None] | None = None  # what HUP re-reads
+        # Tidies what a serving child that did not end normally left behind (its pid given).
+        self.after_crash: Callable[[int], None] = lambda pid: None
         # With +tls a peer expects a TLS handshake, which only a worker makes: DICOM bytes
         # in the clear would be garbage to it, so a rejected peer is simply closed.
         self.reject_in_clear = True
@@ -100,8 +134,13 @@ class SingleProcessServer:
         self.stopping = False
         self.hurry = False  # a second stop signal, or QUIT: do not wait for anyone
         self.serving = False
+        self.serving_host = ""
         self.selector = selectors.DefaultSelector()
         self.draining: list[Draining] = []
+        self.held: list[Held] = []
+        self._rejections_logged: dict[str, tuple[float, int]] = {}  # host -> (when, since)
+        self.accept_paused_until = 0.0  # monotonic; 0: accepting
+        self._short_of_fds_logged = -ACCEPT_PAUSE_SECONDS
         self.watchdog = sdnotify.Watchdog.from_environment()
         self.companions = Companions(self._leave_master_state)
         self._wakeup_r, self._wakeup_w = socket.socketpair()
@@ -129,6 +168,9 @@ class SingleProcessServer:
                 sock.close()
             for item in list(self.draining):
                 self._forget(item)
+            for held in self.held:
+                held.conn.close()
+            self.held.clear()
             self.selector.close()
             self._stop_children()
             self.companions.stop()
@@ -149,7 +191,9 @@ class SingleProcessServer:
             self._drain(key.data)
 
     def _next_wakeup(self) -> float | None:
-        deadlines = [d.deadline for d in self.draining]
+        deadlines = [d.deadline for d in self.draining] + [h.deadline for h in self.held]
+        if self.accept_paused_until:
+            deadlines.append(self.accept_paused_until)
         if self.watchdog.enabled:
             deadlines.append(self.watchdog.due)
         timeout = self._select_timeout()
@@ -166,6 +210,12 @@ class SingleProcessServer:
         now = time.monotonic()
         for item in [d for d in self.draining if d.deadline <= now]:
             self._forget(item)
+        if self.accept_paused_until and now >= self.accept_paused_until and not self.stopping:
+            self.accept_paused_until = 0.0
+            for sock in self.listeners:
+                self.selector.register(sock, selectors.EVENT_READ, Source.LISTENER)
+        if self.held and not self.stopping:
+            self._serve_held(now)
 
     def _accept(self, listener: socket.socket) -> None:
         try:
@@ -173,25 +223,64 @@ class SingleProcessServer:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as err:
-            log.error("accept failed: %s", err)
+            if err.errno in OUT_OF_DESCRIPTORS:
+                self._short_of_descriptors(err)
+            else:
+                log.error("accept failed: %s", err)
             return
         address = (str(peer[0]), int(peer[1]))
         # Host access control happens here, before a worker or a DICOM byte is involved.
         if self.admit is not None and not self.admit(conn, address):
             return
-        if self.max_associations and self._running() >= self.max_associations:
-            log.warning(
-                "%d associations running (--max-associations), rejecting association from %s",
-                self._running(),
-                address[0],
-            )
-            self._reject(conn)
-            return
-        self._dispatch(conn, address)
+        limit = self._limit_reached(address[0])
+        if limit and len(self.held) < MAX_HELD:
+            self.held.append(Held(conn, address, time.monotonic() + LIMIT_WAIT))
+        elif limit:
+            self._reject(conn, address[0], limit)
+        else:
+            self._dispatch(conn, address)
+
+    def _serve_held(self, now: float) -> None:
+        """After a wake-up (a child reaped, a worker idle, a deadline): serve the held
+        connections that fit under the limits now, in order; reject those out of time."""
+        held, self.held = self.held, []
+        for item in held:
+            limit = self._over_limit(item.peer[0])
+            if not limit:
+                self._dispatch(item.conn, item.peer)
+            elif item.deadline <= now:
+                self._reject(item.conn, item.peer[0], limit)
+            else:
+                self.held.append(item)
+
+    def _limit_reached(self, host: str) -> str:
+        """Which limit a new association from ``host`` would exceed ('' for none); before
+        saying no, learn of associations that have just ended."""
+        verdict = self._over_limit(host)
+        if verdict:
+            self._catch_up()
+            verdict = self._over_limit(host)
+        return verdict
+
+    def _over_limit(self, host: str) -> str:
+        running = self._running()
+        if self.max_associations and running >= self.max_associations:
+            return f"{running} associations running (--max-associations)"
+        per_host = self.max_associations_per_host
+        if per_host and (from_host := self._running_from(host)) >= per_host:
+            return f"{from_host} associations from {host} running (--max-associations-per-host)"
+        return ""
+
+    def _catch_up(self) -> None:
+        """Collect news of ended associations now (subclasses: reap, read worker messages)."""
 
     def _running(self) -> int:
         """Associations being served now."""
         return int(self.serving)
+
+    def _running_from(self, host: str) -> int:
+        """Associations being served now for peer address ``host``."""
+        return int(self.serving and self.serving_host == host)
 
     def _children(self) -> set[int]:
         """Every process this master forked that is still ours."""
@@ -199,16 +288,40 @@ class SingleProcessServer:
 
     def _dispatch(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         self.serving = True
+        self.serving_host = peer[0]
         try:
             with self.watchdog.kept_alive():
                 self.serve(conn, peer)
         finally:
             self.serving = False
+            self.serving_host = ""
+
+    def _short_of_descriptors(self, err: OSError) -> None:
+        """accept() found no free descriptor: give up the oldest rejected connection we are
+        still draining, or, with none, pause accepting. Either way the next peer waits in the
+        listen queue, not behind a loop spinning on the ready listener."""
+        now = time.monotonic()
+        if now - self._short_of_fds_logged >= ACCEPT_PAUSE_SECONDS:
+            self._short_of_fds_logged = now
+            log.warning(
+                "cannot accept a connection: %s (%d rejected connections draining)",
+                err.strerror or err,
+                len(self.draining),
+            )
+        if self.draining:
+            self._forget(self.draining[0])
+            return
+        self.accept_paused_until = now + ACCEPT_PAUSE_SECONDS
+        for sock in self.listeners:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(sock)
 
     # --- transient rejection ------------------------------------------------------------
 
-    def _reject(self, conn: socket.socket) -> None:
-        """Answer A-ASSOCIATE-RJ (transient, local limit exceeded) without reading the RQ."""
+    def _reject(self, conn: socket.socket, host: str, why: str) -> None:
+        """Answer A-ASSOCIATE-RJ (transient, local limit exceeded) without reading the RQ;
+        log ``why`` (rate-limited per peer address)."""
+        self._log_rejection(host, why)
         if not self.reject_in_clear:
             conn.close()
             return
@@ -219,9 +332,27 @@ class SingleProcessServer:
         except OSError:
             conn.close()
             return
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        most = MAX_DRAINING if soft_limit == resource.RLIM_INFINITY else soft_limit // 4
+        while self.draining and len(self.draining) >= min(MAX_DRAINING, most):
+            self._forget(self.draining[0])
         item = Draining(conn, time.monotonic() + DRAIN_SECONDS)
         self.draining.append(item)
         self.selector.register(conn, selectors.EVENT_READ, item)
+
+    def _log_rejection(self, host: str, why: str) -> None:
+        now = time.monotonic()
+        logged = self._rejections_logged
+        last, unlogged = logged.get(host, (-REJECTION_LOG_INTERVAL, 0))
+        if now - last < REJECTION_LOG_INTERVAL:
+            logged[host] = (last, unlogged + 1)
+            return
+        more = f" ({unlogged} more from there not logged)" if unlogged else ""
+        log.warning("%s, rejecting association from %s%s", why, host, more)
+        if len(logged) > 1024:  # many peers: forget the quiet ones, the table stays small
+            for old in [h for h, (t, _n) in logged.items() if now - t >= REJECTION_LOG_INTERVAL]:
+                del logged[old]
+        logged[host] = (now, 0)
 
     def _drain(self, item: Draining) -> None:
         try:
@@ -300,6 +431,8 @@ class SingleProcessServer:
             sock.close()
         for item in self.draining:
             item.conn.close()
+        for held in self.held:
+            held.conn.close()
         self.watchdog = sdnotify.Watchdog(0)  # only the master speaks to systemd
 
     def _drain_signals(self) -> None:
@@ -336,22 +469,34 @@ class ForkingServer(SingleProcessServer):
         admit: Admit | None = None,
         max_associations: int = 0,
         graceful_timeout: float = 60.0,
+        max_associations_per_host: int = 0,
     ) -> None:
-        super().__init__(listeners, serve, admit, max_associations)
+        super().__init__(listeners, serve, admit, max_associations, max_associations_per_host)
         self.graceful_timeout = graceful_timeout
-        self.children: set[int] = set()
+        self.children: dict[int, str] = {}  # pid -> the peer address it serves
 
     def _running(self) -> int:
         return len(self.children)
 
+    def _running_from(self, host: str) -> int:
+        return sum(peer == host for peer in self.children.values())
+
+    def _catch_up(self) -> None:
+        self._reap()
+
     def _children(self) -> set[int]:
-        return super()._children() | self.children
+        return super()._children() | set(self.children)
 
     def _dispatch(self, conn: socket.socket, peer: tuple[str, int]) -> None:
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as err:
+            log.error("cannot fork for the association from %s: %s", peer[0], err.strerror)
+            self._reject(conn, peer[0], "cannot fork")
+            return
         if pid == 0:
             self._run_child(conn, peer)
-        self.children.add(pid)
+        self.children[pid] = peer[0]
         conn.close()
         log.debug("association from %s handed to child process %d", peer[0], pid)
 
@@ -382,7 +527,9 @@ class ForkingServer(SingleProcessServer):
             if pid not in self.children:
                 self.companions.exited(pid, status, restart=not self.stopping)
                 continue
-            self.children.discard(pid)
+            del self.children[pid]
+            if status != 0:
+                self.after_crash(pid)
             if os.WIFSIGNALED(status):
                 log.warning("child %d was killed by signal %d", pid, os.WTERMSIG(status))
             elif os.WEXITSTATUS(status) != 0:
@@ -403,5 +550,6 @@ class ForkingServer(SingleProcessServer):
         for pid in sorted(self.children):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
+                self.after_crash(pid)
         self.children.clear()
         self.companions.reap(restart=False)

@@ -194,8 +194,12 @@ OPTIONS: Final[tuple[Opt, ...]] = (
         "kill and replace a worker silent for s seconds\n(stuck in a request; 0: never)",
         PROCESS, dest="worker_timeout", value_type=Unsigned(0)),
     Opt("", "--max-associations", 1, "[n]umber: integer (default: 0)",
-        "serve at most n associations at once, reject\nmore at once (0: no limit)", PROCESS,
+        "serve at most n associations at once, reject\nmore (0: no limit)", PROCESS,
         dest="max_associations", value_type=Unsigned(0)),
+    Opt("", "--max-associations-per-host", 1, "[n]umber: integer (default: 0)",
+        "serve at most n associations at once from one\npeer address, reject more "
+        "(0: no limit;\nmeaningless with --inetd)", PROCESS,
+        dest="max_associations_per_host", value_type=Unsigned(0)),
     Opt("", "--daemon", help="detach from the terminal and run in the background",
         group=PROCESS, dest="daemon"),
     Opt("", "--pid-file", 1, _FILE,
@@ -487,7 +491,7 @@ CHECKED_AFTER_LOGGING: Final = (
     "--workers", "--max-workers", "--max-requests", "--graceful-timeout",
     "--max-worker-memory", "--worker-timeout", "--max-associations", "--daemon", "--pid-file",
     "--listen", "--worker-idle-timeout", "--access-daemon", "--hosts-allow", "--hosts-deny",
-    "--user", "--group",
+    "--user", "--group", "--max-associations-per-host",
 )  # fmt: skip
 CHECK_ORDER: Final = CHECKED_BEFORE_LOGGING + CHECKED_AFTER_LOGGING
 
@@ -533,6 +537,7 @@ class Options:
     worker_idle_timeout: int = 60
     worker_timeout: int = 0
     max_associations: int = 0
+    max_associations_per_host: int = 0
     daemon: bool = False
     pid_file: str | None = None
     graceful_timeout: int = 60

@@ -1,13 +1,13 @@
 """The pre-fork pool: long-lived workers, each handed one accepted socket at a time.
 
 The master accepts, picks an idle worker and passes the connection over that worker's channel
-(SCM_RIGHTS), then closes its copy. It grows the pool up to ``max_workers`` when all are busy and,
-when even that is full, answers the peer at once with a transient A-ASSOCIATE-RJ (local limit
-exceeded) instead of leaving it waiting. Dead workers are reaped, logged and replaced; a worker
-that cannot even boot stops the server instead of a respawn loop; a silent one
-(``--worker-timeout``) is killed. HUP replaces every worker: the old ones finish what they
-serve, new ones take the new connections. This module never imports DICOM code: the worker's
-entry point is given by the CLI.
+(SCM_RIGHTS), then closes its copy. It grows the pool up to ``max_workers`` when all are busy
+and, when even that is full, gives a busy worker a moment (``FULL_POOL_WAIT``) to finish, then
+answers the peer with a transient A-ASSOCIATE-RJ (local limit exceeded) instead of leaving it
+waiting. Dead workers are reaped, logged and replaced; a worker that cannot even boot stops the
+server instead of a respawn loop; a silent one (``--worker-timeout``) is killed. HUP replaces
+every worker: the old ones finish what they serve, new ones take the new connections. This
+module never imports DICOM code: the worker's entry point is given by the CLI.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import collections
 import contextlib
 import dataclasses
 import enum
+import gc
 import logging
 import os
 import select
@@ -37,6 +38,12 @@ WorkerEntry = Callable[[socket.socket, int], int]
 """Runs in a forked worker: serves sockets from its channel; returns the exit status."""
 
 
+FULL_POOL_WAIT = 1.0
+"""How long a connection that finds every worker busy (and the pool at --max-workers) waits
+for one to finish before the transient A-ASSOCIATE-RJ: a sender that releases and at once
+associates again must not be refused because its worker is still tidying up."""
+
+
 class State(enum.Enum):
     BOOTING = "booting"  # forked, has not yet said it is idle
     IDLE = "idle"
@@ -55,6 +62,7 @@ class Worker:
     idle_since: float = 0.0
     stored: int = 0  # objects it has reported as stored
     killed: bool = False  # by the master for silence; reaping will tell
+    peer: str = ""  # address of the peer it serves, while busy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +102,11 @@ class PoolServer(SingleProcessServer):
         graceful_timeout: float = 60.0,
         admit: Admit | None = None,
         max_associations: int = 0,
+        max_associations_per_host: int = 0,
     ) -> None:
-        super().__init__(listeners, lambda conn, peer: None, admit, max_associations)
+        super().__init__(
+            listeners, lambda conn, peer: None, admit, max_associations, max_associations_per_host
+        )
         self.entry = entry
         self.target = size.workers
         self.max_workers = max(size.max_workers, size.workers)
@@ -105,6 +116,10 @@ class PoolServer(SingleProcessServer):
         self.graceful_timeout = graceful_timeout
         self.workers: dict[int, Worker] = {}
         self.pending: collections.deque[tuple[socket.socket, tuple[str, int]]] = collections.deque()
+        # Connections waiting (until a deadline) for a busy worker of a full pool to finish.
+        self.waiting: collections.deque[tuple[socket.socket, tuple[str, int], float]] = (
+            collections.deque()
+        )
         self._announce = False  # READY=1 owed once no worker is booting
         self.stored = 0  # objects stored by all workers, as they reported after associations
 
@@ -147,6 +162,8 @@ class PoolServer(SingleProcessServer):
 
     def _select_timeout(self) -> float | None:
         waits = [self.worker_timeout / 4] if self.worker_timeout else []
+        if self.waiting:
+            waits.append(max(0.0, self.waiting[0][2] - time.monotonic()))
         surplus = self._surplus()
         if surplus:
             waits.append(max(0.0, surplus[0].idle_since + self.idle_timeout - time.monotonic()))
@@ -162,6 +179,9 @@ class PoolServer(SingleProcessServer):
     def _tick(self) -> None:
         super()._tick()
         now = time.monotonic()
+        while self.waiting and self.waiting[0][2] <= now:
+            conn, peer, _deadline = self.waiting.popleft()
+            self._reject(conn, peer[0], f"all {len(self._live())} workers busy")
         for worker in self._surplus():
             if now - worker.idle_since < self.idle_timeout or len(self._live()) <= self.target:
                 break
@@ -183,7 +203,18 @@ class PoolServer(SingleProcessServer):
 
     def _running(self) -> int:
         busy = (State.BUSY, State.RETIRING)
-        return sum(w.state in busy for w in self.workers.values()) + len(self.pending)
+        serving = sum(w.state in busy for w in self.workers.values())
+        return serving + len(self.pending) + len(self.waiting)
+
+    def _running_from(self, host: str) -> int:
+        busy = (State.BUSY, State.RETIRING)
+        serving = sum(w.state in busy and w.peer == host for w in self.workers.values())
+        queued = [peer for _conn, peer in self.pending]
+        queued += [peer for _conn, peer, _deadline in self.waiting]
+        return serving + sum(peer[0] == host for peer in queued)
+
+    def _catch_up(self) -> None:
+        self._read_busy_workers()
 
     def _children(self) -> set[int]:
         return super()._children() | set(self.workers)
@@ -200,10 +231,11 @@ class PoolServer(SingleProcessServer):
         if self._booting() > len(self.pending):
             self.pending.append((conn, peer))  # handed over as soon as a worker is up
             return
-        log.warning(
-            "all %d workers busy, rejecting association from %s", len(self._live()), peer[0]
-        )
-        self._reject(conn)
+        busy = sum(w.state is State.BUSY for w in self.workers.values())
+        if len(self.waiting) < busy:
+            self.waiting.append((conn, peer, time.monotonic() + FULL_POOL_WAIT))
+            return
+        self._reject(conn, peer[0], f"all {len(self._live())} workers busy")
 
     def _hand(self, worker: Worker, conn: socket.socket, peer: tuple[str, int]) -> None:
         try:
@@ -213,6 +245,7 @@ class PoolServer(SingleProcessServer):
             self._lose(worker)
         else:
             worker.state = State.BUSY
+            worker.peer = peer[0]
             notify_status(self.workers, self.stored)
         finally:
             conn.close()
@@ -226,13 +259,17 @@ class PoolServer(SingleProcessServer):
     def _newly_idle_worker(self) -> Worker | None:
         """Read what busy workers have already said: one that just finished an association
         may have reported idle in the same instant this connection arrived."""
-        busy = [w.channel for w in self.workers.values() if w.state is State.BUSY]
+        self._read_busy_workers()
+        return self._idle_worker()
+
+    def _read_busy_workers(self) -> None:
+        serving = (State.BUSY, State.RETIRING)
+        busy = [w.channel for w in self.workers.values() if w.state in serving]
         if busy:
             readable, _, _ = select.select(busy, [], [], 0)
             by_channel = {w.channel: w for w in self.workers.values()}
             for channel in readable:
                 self._on_worker_message(by_channel[channel])
-        return self._idle_worker()
 
     def _live(self) -> list[Worker]:
         """The workers that count towards the pool's size."""
@@ -246,17 +283,31 @@ class PoolServer(SingleProcessServer):
         """Connections waiting for workers that will not come: reject them."""
         while len(self.pending) > self._booting():
             conn, peer = self.pending.pop()
-            log.warning("no worker came up for the association from %s, rejecting it", peer[0])
-            self._reject(conn)
+            self._reject(conn, peer[0], "no worker came up")
 
     # --- workers ----------------------------------------------------------------------------
 
-    def _spawn(self) -> Worker:
+    def _spawn(self) -> Worker | None:
+        """Fork a worker; None when the system has no descriptor or process to spare (the
+        pool then serves with what it has, and tops up on the next signal)."""
         index = self._free_index()
-        mine, theirs = fdpass.channel()
+        try:
+            mine, theirs = fdpass.channel()
+        except OSError as err:
+            log.error("cannot start a worker: %s", err.strerror or err)
+            return None
         if self.heartbeats is not None:
             self.heartbeats.beat(index)  # booting counts as a sign of life
-        pid = os.fork()
+        # What the master holds now is never garbage to a worker: kept out of the collector,
+        # a worker's full collection does not write to (and so unshare) every page of it.
+        gc.freeze()
+        try:
+            pid = os.fork()
+        except OSError as err:
+            log.error("cannot start a worker: %s", err.strerror or err)
+            mine.close()
+            theirs.close()
+            return None
         if pid == 0:
             mine.close()
             self._run_worker(theirs, index)
@@ -277,6 +328,8 @@ class PoolServer(SingleProcessServer):
             worker.channel.close()
         for conn, _peer in self.pending:
             conn.close()
+        for conn, _peer, _deadline in self.waiting:
+            conn.close()
         self.selector = selectors.DefaultSelector()
 
     def _run_worker(self, channel: socket.socket, index: int) -> NoReturn:
@@ -292,12 +345,9 @@ class PoolServer(SingleProcessServer):
 
     def _on_worker_message(self, worker: Worker) -> None:
         try:
-            # Never blocking: a readiness report from the selector may be stale, because
-            # _newly_idle_worker() reads busy workers' messages while dispatching a connection
-            # that arrived in the same select() round.
-            message = fdpass.receive_message(worker.channel, block=False)
+            message = fdpass.receive_message(worker.channel)
         except BlockingIOError:
-            return
+            return  # read already, e.g. by _read_busy_workers after this wake-up's select
         except (OSError, ValueError) as err:
             log.debug("bad message from worker %d: %s", worker.index, err)
             message = None
@@ -309,12 +359,17 @@ class PoolServer(SingleProcessServer):
         if isinstance(stored, int) and stored > worker.stored:
             self.stored += stored - worker.stored
             worker.stored = stored
+        if message.get("state") == "idle":
+            worker.peer = ""
         if message.get("state") == "idle" and worker.state is not State.RETIRING:
             worker.booted = True
             worker.state = State.IDLE
             worker.idle_since = time.monotonic()
             if self.pending:
                 self._hand(worker, *self.pending.popleft())
+            elif self.waiting:
+                conn, peer, _deadline = self.waiting.popleft()
+                self._hand(worker, conn, peer)
             self._announce_if_ready()
         notify_status(self.workers, self.stored)
 
@@ -362,6 +417,8 @@ class PoolServer(SingleProcessServer):
                 continue
             self._lose(worker)
             _log_exit(worker, status)
+            if status != 0:
+                self.after_crash(pid)
             if (
                 not worker.booted
                 and os.WIFEXITED(status)
@@ -375,7 +432,8 @@ class PoolServer(SingleProcessServer):
 
     def _top_up(self) -> None:
         while len(self._live()) < self.target and not self.stopping:
-            self._spawn()
+            if self._spawn() is None:
+                break
 
     def _on_resize(self, signo: int, frame: object) -> None:
         if signo == signal.SIGTTIN:  # the admin's word beats --max-workers
@@ -390,6 +448,9 @@ class PoolServer(SingleProcessServer):
     def _stop_children(self) -> None:
         while self.pending:
             conn, _peer = self.pending.popleft()
+            conn.close()
+        while self.waiting:
+            conn, _peer, _deadline = self.waiting.popleft()
             conn.close()
         for worker in list(self.workers.values()):
             self._retire(worker)
@@ -414,6 +475,8 @@ class PoolServer(SingleProcessServer):
         if worker is not None:
             self._lose(worker)
             _log_exit(worker, status)
+            if status != 0:
+                self.after_crash(pid)
         else:
             self.companions.exited(pid, status, restart=False)
 

@@ -16,6 +16,7 @@ import socket
 import ssl
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, cast
@@ -32,6 +33,7 @@ from pynetdicom.transport import AssociationServer
 
 from storescpd import tls
 from storescpd.asconfig import Profile
+from storescpd.fsio import spool_prefix
 from storescpd.options import Options
 from storescpd.proctitle import set_title
 from storescpd.worker import reactor
@@ -130,6 +132,7 @@ class _Association:
     receiving: bool = False  # a data set is arriving (for the progress dots)
     aborted_by_option: bool = False
     watch: OpeningWatch | None = None
+    requested: bool = False  # the whole A-ASSOCIATE-RQ has arrived
 
 
 class Acceptor:
@@ -216,7 +219,8 @@ class Acceptor:
 
     def fresh_spool(self) -> None:
         """Give this (newly forked) process a spool directory of its own."""
-        self.spool_dir = tempfile.mkdtemp(prefix="storescpd-spool-", dir=SPOOL_PARENT)
+        # The pid in the name lets the master remove it should this process be killed.
+        self.spool_dir = tempfile.mkdtemp(prefix=spool_prefix(os.getpid()), dir=SPOOL_PARENT)
         tempfile.tempdir = self.spool_dir  # pynetdicom spools data sets here
 
     def close(self) -> None:
@@ -226,6 +230,8 @@ class Acceptor:
     def serve(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         """Serve one association on ``sock`` until it ends; always closes the socket."""
         self._title = ""
+        connected = time.monotonic()
+        cutoff: threading.Timer | None = None
         try:
             sock = self._prepare(sock)
             if not self._peer_speaks(sock):
@@ -249,6 +255,7 @@ class Acceptor:
                 evt_handlers=self._handlers(state),
                 contexts=self.contexts,
             )
+            cutoff = self._request_cutoff(sock, state, peer, connected)
             server.process_request(sock, peer)
             assoc, watch = state.assoc, state.watch
             if assoc is not None and watch is not None:
@@ -268,6 +275,8 @@ class Acceptor:
                         close(sock)
                     reactor.release(assoc)
         finally:
+            if cutoff is not None:
+                cutoff.cancel()
             self._sweep_spool()
             if self.opts.tls is not None:
                 tls.write_seed(self.opts.tls)
@@ -311,6 +320,31 @@ class Acceptor:
         secured.unread(first)
         secured.settimeout(timeout)
         return True
+
+    def _request_cutoff(
+        self, sock: socket.socket, state: _Association, peer: tuple[str, int], connected: float
+    ) -> threading.Timer:
+        """Close a connection whose A-ASSOCIATE-RQ is not complete within the ACSE timeout
+        of its arrival (PS3.8's ARTIM). pynetdicom checks its ARTIM timer only between PDUs
+        and the socket timeout only between reads, so a peer dribbling a byte at a time
+        would otherwise hold this process for as long as it likes."""
+
+        def cut() -> None:
+            if not state.requested:
+                log.warning(
+                    "association request from %s not complete within %d s (ACSE timeout), "
+                    "closing the connection",
+                    peer[0],
+                    self.opts.acse_timeout,
+                )
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the DUL thread's blocked read
+
+        remaining = max(0.0, connected + self.opts.acse_timeout - time.monotonic())
+        timer = threading.Timer(remaining, cut)
+        timer.daemon = True
+        timer.start()
+        return timer
 
     def _prepare(self, sock: socket.socket) -> socket.socket:
         # A socket passed between processes keeps O_NONBLOCK; pynetdicom needs blocking reads
@@ -373,6 +407,7 @@ class Acceptor:
         # Negotiate with our own context list; once established, serve every C-STORE as a
         # storage request whatever its SOP class, as DCMTK does (SPEC §5.1). pynetdicom reads
         # this flag at both moments, and a process serves one association at a time.
+        state.requested = True
         _config.UNRESTRICTED_STORAGE_SERVICE = False
         assoc = event.assoc
         if state.watch is not None:

@@ -181,7 +181,7 @@ STORESCPD_EXTRAS = {
     "--workers", "--max-workers", "--max-requests", "--graceful-timeout",
     "--max-worker-memory", "--worker-timeout", "--max-associations", "--daemon", "--pid-file",
     "--listen", "--worker-idle-timeout", "--access-daemon", "--hosts-allow", "--hosts-deny",
-    "--user", "--group",
+    "--user", "--group", "--max-associations-per-host",
 }  # fmt: skip
 
 

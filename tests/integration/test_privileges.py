@@ -48,5 +48,5 @@ def test_unknown_user_is_a_start_up_error(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert result.returncode == 1
-    assert "cannot drop privileges: unknown user or group" in result.stderr
+    assert "cannot drop privileges: unknown user no-such-user-here" in result.stderr
     assert "Traceback" not in result.stderr

@@ -83,3 +83,36 @@ def test_is_writable_directory(tmp_path: Path) -> None:
     assert not is_writable_directory(str(tmp_path / "missing"))
     (tmp_path / "file").write_text("x")
     assert not is_writable_directory(str(tmp_path / "file"))
+
+
+def test_remove_spools_of_takes_only_that_process_s_own_directories(tmp_path: Path) -> None:
+    from storescpd.fsio import remove_spools_of, spool_prefix
+
+    mine = tmp_path / f"{spool_prefix(123)}abcd"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "sub" / "half-received").write_bytes(b"x" * 100)
+    other_pid = tmp_path / f"{spool_prefix(1234)}efgh"
+    other_pid.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / f"{spool_prefix(123)}link").symlink_to(elsewhere)
+    assert remove_spools_of(str(tmp_path), 123) == 1
+    assert not mine.exists()
+    assert other_pid.is_dir() and elsewhere.is_dir()
+    assert remove_spools_of(str(tmp_path / "missing"), 123) == 0
+
+
+def test_remove_temporaries_of_takes_only_that_writer_s_files(tmp_path: Path) -> None:
+    from storescpd.fsio import remove_temporaries_of
+
+    killed = AtomicFile(str(tmp_path / "CT.1.2.3")).__enter__()
+    assert killed.file is not None
+    killed.file.write(b"half")
+    killed.file.close()  # the writer dies here: no commit, no discard
+    other = tmp_path / f"{TEMP_PREFIX}CT.1.2.4.{os.getpid() + 1}-0123abcd.part"
+    other.write_bytes(b"")
+    final = tmp_path / "CT.1.2.5"
+    final.write_bytes(b"complete")
+    assert remove_temporaries_of(str(tmp_path), os.getpid()) == 1
+    assert not os.path.exists(killed.temp_path)
+    assert other.exists() and final.exists()
