@@ -110,6 +110,28 @@ def fsync_directory(path: str) -> None:
         os.close(fd)
 
 
+def make_directories(path: str, sync: bool = True) -> None:
+    """``os.makedirs(path, exist_ok=True)``, and with ``sync`` each new folder's entry made
+    durable in its parent: a file fsynced into a folder that a crash forgets is lost too."""
+    missing = []
+    head = os.path.abspath(path)
+    while not os.path.isdir(head):
+        missing.append(head)
+        parent = os.path.dirname(head)
+        if parent == head:
+            break
+        head = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            if not os.path.isdir(folder):
+                raise
+            continue  # another process made it: its entry is that process's to sync
+        if sync:
+            fsync_directory(os.path.dirname(folder))
+
+
 def copy_stream(src: BinaryIO, dst: BinaryIO, chunk: int = 1 << 20) -> int:
     """Copy the rest of ``src`` into ``dst`` in bounded memory; return the byte count."""
     total = 0

@@ -30,7 +30,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_STORE
 
-from storescpd.fsio import AtomicFile, copy_stream, fsync_directory
+from storescpd.fsio import AtomicFile, copy_stream, fsync_directory, make_directories
 from storescpd.naming import (
     SHORT_NAME_ATTEMPTS,
     TimeNamer,
@@ -177,7 +177,7 @@ class Storage:
         folder = os.path.join(self.directory, series_date_folder(identity.series_date,
                                                                  date.today()))  # fmt: skip
         try:
-            os.makedirs(folder, exist_ok=True)
+            make_directories(folder, sync=not self.opts.no_sync)
         except OSError as err:
             raise Refused(OUT_OF_RESOURCES, f"cannot create directory {folder}: {err}") from err
         name = os.path.basename(path)
@@ -315,6 +315,8 @@ class Storage:
             except FileExistsError:
                 continue
             log.info("created new subdirectory for study: %s", name)
+            if not self.opts.no_sync:
+                fsync_directory(self.directory)  # the folder outlives a crash with its files
             return name
         raise OSError(f"no free folder name for study {study}")
 

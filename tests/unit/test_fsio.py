@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from storescpd import fsio
 from storescpd.fsio import TEMP_PREFIX, AtomicFile, copy_stream, is_writable_directory
 
 
@@ -116,3 +117,25 @@ def test_remove_temporaries_of_takes_only_that_writer_s_files(tmp_path: Path) ->
     assert remove_temporaries_of(str(tmp_path), os.getpid()) == 1
     assert not os.path.exists(killed.temp_path)
     assert other.exists() and final.exists()
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_make_directories_syncs_each_new_entry_in_its_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: bool
+) -> None:
+    synced: list[str] = []
+    monkeypatch.setattr(fsio, "fsync_directory", synced.append)
+    (tmp_path / "data").mkdir()
+    fsio.make_directories(str(tmp_path / "data" / "2026" / "12" / "02"), sync=sync)
+    assert (tmp_path / "data" / "2026" / "12" / "02").is_dir()
+    expected = [str(tmp_path / "data"), str(tmp_path / "data/2026"), str(tmp_path / "data/2026/12")]
+    assert synced == (expected if sync else [])
+    synced.clear()
+    fsio.make_directories(str(tmp_path / "data" / "2026" / "12" / "02"), sync=sync)
+    assert synced == []  # nothing new, nothing to sync
+
+
+def test_make_directories_refuses_a_file_in_the_way(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("not a folder")
+    with pytest.raises(OSError):
+        fsio.make_directories(str(tmp_path / "data" / "2026"))
