@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import psutil
 import pytest
 
 DCMTK_BIN = Path("/usr/bin")
@@ -45,6 +46,19 @@ def run_dcmtk(tool: str, *args: str, timeout: float = 120.0) -> subprocess.Compl
     return subprocess.run(
         [dcmtk(tool), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def children_titled(pid: int, word: str) -> list[psutil.Process]:
+    """The live children of ``pid`` whose process title holds ``word`` (one that has just
+    left and is not reaped yet is not counted)."""
+    found = []
+    for child in psutil.Process(pid).children():
+        try:
+            if word in " ".join(child.cmdline()):
+                found.append(child)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
+    return found
 
 
 def free_port() -> int:

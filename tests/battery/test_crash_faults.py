@@ -26,7 +26,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from storescpd.coordinator import JOURNAL
 from storescpd.fsio import TEMP_PREFIX, TEMP_SUFFIX
 from storescpd.studyruns import REGISTRY
-from tests.conftest import Server, poll_until
+from tests.conftest import Server, children_titled, poll_until
 from tests.integration.test_safety import visible_files
 
 SEED = int(os.environ.get("STORESCPD_CRASH_SEED", "20261202"))
@@ -97,13 +97,12 @@ class Load:
 
 
 def worker_pids(server: Server) -> list[int]:
-    return [p.pid for p in psutil.Process(server.pid).children()
-            if "worker" in " ".join(p.cmdline())]  # fmt: skip
+    return [p.pid for p in children_titled(server.pid, "worker")]
 
 
 def busy_worker_pids(server: Server) -> list[int]:
-    titles = {p.pid: " ".join(p.cmdline()) for p in psutil.Process(server.pid).children()}
-    return [pid for pid, title in titles.items() if "worker" in title and "[idle]" not in title]
+    idle = {p.pid for p in children_titled(server.pid, "[idle]")}
+    return [pid for pid in worker_pids(server) if pid not in idle]
 
 
 def open_studies(od: Path) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import dcmtk, poll_until, run_dcmtk
+from tests.conftest import children_titled, dcmtk, poll_until, run_dcmtk
 from tests.integration.test_study_folders import STAMP, study_files
 
 A = "1.2.826.0.1.3680043.8.498.1001"
@@ -29,7 +29,7 @@ def lines(path: Path) -> list[str]:
 
 
 def coordinators(pid: int) -> list[psutil.Process]:
-    return [p for p in psutil.Process(pid).children() if "coordinator" in " ".join(p.cmdline())]
+    return children_titled(pid, "coordinator")
 
 
 def coordinator_of(pid: int) -> psutil.Process:

@@ -13,20 +13,12 @@ from pathlib import Path
 import psutil
 from pydicom import dcmread
 
-from tests.conftest import dcmtk, poll_until, run_dcmtk
+from tests.conftest import children_titled, dcmtk, poll_until, run_dcmtk
 from tests.integration.test_modes import make_instances, stored
 
 
 def workers_of(pid: int) -> list[psutil.Process]:
-    """The master's live worker processes (one that just left, unreaped, is not counted)."""
-    workers = []
-    for child in psutil.Process(pid).children():
-        try:
-            if "worker" in " ".join(child.cmdline()):
-                workers.append(child)
-        except (psutil.ZombieProcess, psutil.NoSuchProcess):
-            continue
-    return workers
+    return children_titled(pid, "worker")
 
 
 def test_pool_serves_16_concurrent_senders(storescpd, ct_small: Path, tmp_path: Path) -> None:
