@@ -31,6 +31,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
+from tests.battery.rawpeer import items as items_of
 from tests.conftest import Server, run_dcmtk
 
 StartServer = Callable[..., Server]
@@ -237,19 +238,11 @@ class Answer:
     @property
     def max_pdu_length(self) -> int:
         self._expect_ac()
-        sub_items = dict(sub_items_of(self.items[0x50][0]))
+        sub_items = dict(items_of(self.items[0x50][0]))
         return int(struct.unpack(">I", sub_items[0x51])[0])
 
     def _expect_ac(self) -> None:
         assert self.pdu_type == 0x02, f"expected A-ASSOCIATE-AC, got PDU type {self.pdu_type}"
-
-
-def sub_items_of(data: bytes) -> Iterator[tuple[int, bytes]]:
-    offset = 0
-    while offset + 4 <= len(data):
-        item_type, _, length = struct.unpack(">BBH", data[offset : offset + 4])
-        yield item_type, data[offset + 4 : offset + 4 + length]
-        offset += 4 + length
 
 
 def recv_exactly(sock: socket.socket, n: int) -> bytes:
@@ -274,7 +267,7 @@ def exchange(server: Server, rq: bytes) -> Answer:
         pdu_type, body = recv_pdu(sock)
         answer = Answer(pdu_type, body)
         if pdu_type == 0x02:
-            for item_type, data in sub_items_of(body[68:]):
+            for item_type, data in items_of(body[68:]):
                 answer.items.setdefault(item_type, []).append(data)
             sock.sendall(RELEASE_RQ)
             assert recv_pdu(sock)[0] == 0x06, "no A-RELEASE-RP"
