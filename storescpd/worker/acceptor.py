@@ -49,7 +49,7 @@ from storescpd.worker.ending import OpeningWatch, close, stop_dul
 from storescpd.worker.meta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from storescpd.worker.profiles import profile_contexts
 from storescpd.worker.store import Storage
-from storescpd.worker.wire import GuardedSocket, guard_dimse
+from storescpd.worker.wire import GuardedSocket, PduGuard, guard_dimse
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class QuickAckSocket(GuardedSocket):
         self._quickack()
         return super().recv(bufsize, flags)
 
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+    def recv_into(self, buffer: Any, nbytes: int | None = 0, flags: int = 0) -> int:
         self._quickack()
         return super().recv_into(buffer, nbytes, flags)
 
@@ -78,9 +78,11 @@ class QuickAckSocket(GuardedSocket):
         self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
-class QuickAckSSLSocket(ssl.SSLSocket):
-    """The TLS counterpart of :class:`QuickAckSocket` (``wrap_socket`` makes a new object),
-    which can also be handed back the first byte read to see whether the peer speaks."""
+class QuickAckSSLSocket(PduGuard, ssl.SSLSocket):
+    """The TLS counterpart of :class:`QuickAckSocket` (``wrap_socket`` makes a new object, and
+    reads the raw socket in C, past its PDU checks: the guard is mixed in here again), which
+    can also be handed back the first byte read to see whether the peer speaks. The guard sees
+    that byte when it is first read, not when it is handed back."""
 
     _unread = b""
 
@@ -286,6 +288,8 @@ class Acceptor:
         connection (SPEC §10)."""
         assert self.tls_context is not None
         secured = tls.wrap(self.tls_context, sock)
+        if isinstance(secured, PduGuard):
+            secured.limit(self.opts.max_pdu)
         try:
             tls.handshake(secured, self.opts.acse_timeout)
         except (ssl.SSLError, OSError) as err:

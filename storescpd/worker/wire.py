@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pynetdicom.association import Association
 
@@ -48,8 +48,15 @@ class PduRefused(ConnectionAbortedError):
     """The peer sent a PDU we do not read; it has been sent an A-ABORT."""
 
 
-class GuardedSocket(socket.socket):
-    """A TCP socket that checks each PDU header pynetdicom reads through it.
+if TYPE_CHECKING:
+    _Socket = socket.socket
+else:
+    _Socket = object  # a mixin: the socket class comes second in the subclass's bases
+
+
+class PduGuard(_Socket):
+    """Checks each PDU header pynetdicom reads through a socket, plain or TLS: mixed into
+    :class:`GuardedSocket` and into the worker's TLS socket class.
 
     ``max_pdu`` is the maximum length we announce for P-DATA-TF PDUs (PS3.8 D.1); other PDUs
     may be up to :data:`OTHER_PDU_LIMIT` long.
@@ -74,8 +81,9 @@ class GuardedSocket(socket.socket):
             return data
         return self._follow(data)
 
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        n = super().recv_into(buffer, nbytes, flags)
+    def recv_into(self, buffer: Any, nbytes: int | None = 0, flags: int = 0) -> int:
+        # 0 and None both mean "as much as fits", whichever socket class comes next.
+        n = super().recv_into(buffer, nbytes or memoryview(buffer).nbytes, flags)
         if not flags & socket.MSG_PEEK:
             view = memoryview(buffer)
             view[:n] = self._follow(bytes(view[:n]))
@@ -144,6 +152,10 @@ class GuardedSocket(socket.socket):
         except OSError:
             pass
         raise PduRefused(message)
+
+
+class GuardedSocket(PduGuard, socket.socket):
+    """A TCP socket that checks each PDU header pynetdicom reads through it."""
 
 
 def guard_dimse(assoc: Association) -> None:

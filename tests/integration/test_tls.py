@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -403,3 +404,30 @@ def test_a_full_pool_closes_a_tls_peer_without_clear_text(
     finally:
         _, err = holder.communicate(timeout=60)
     assert holder.returncode == 0, err
+
+
+@pytest.mark.parametrize("mode", [[], ["--workers", "2"]], ids=["single", "pool"])
+@pytest.mark.parametrize(
+    "header",
+    [b"\x01\x00\xff\xff\xff\xff", b"\x09\x00\x00\x00\x00\x04"],
+    ids=["absurd-length", "unknown-type"],
+)
+def test_pdu_bounds_hold_inside_tls_too(
+    storescpd, pki: Pki, mode: list[str], header: bytes
+) -> None:
+    """The PDU checks of plain TCP (worker/wire.py) also guard a TLS connection: A-ABORT at once,
+    nothing of the announced 4 GiB read, and the next client is served."""
+    server = storescpd([*pki.server(), "-ta", "5", *mode])
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    context.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+    context.check_hostname = False
+    with socket.create_connection(("127.0.0.1", server.port)) as raw, context.wrap_socket(
+        raw, server_hostname="server"
+    ) as peer:
+        peer.settimeout(3)
+        peer.sendall(header)
+        answer = peer.recv(10)
+    assert answer[:1] == b"\x07", answer  # A-ABORT, not a wait for the announced body
+    assert answer[8:9] == b"\x02"  # source: service provider
+    assert echo(server.port, *pki.client()).returncode == 0
+    assert server.stop() == 0
