@@ -26,7 +26,12 @@ from storescpd import asconfig, daemonize, listeners, logs, options, recvoptions
 from storescpd.access import AccessControl
 from storescpd.events import EventQueue
 from storescpd.exitcodes import ExitCode, RecvExitCode
-from storescpd.fsio import is_writable_directory, remove_spools_of, remove_temporaries_of
+from storescpd.fsio import (
+    dead_spool_owners,
+    is_writable_directory,
+    remove_spools_of,
+    remove_temporaries_of,
+)
 from storescpd.heartbeat import Heartbeats
 from storescpd.master import ForkingServer, SingleProcessServer
 from storescpd.prefork import PoolServer, PoolSize, WorkerEntry
@@ -188,6 +193,7 @@ def serve(
             if control is None or control.admit(inetd_socket, peer):
                 service.acceptor.serve(inetd_socket, peer)
             return ExitCode.OK
+        _remove_leftovers_of_the_dead(opts.output_directory)
         server = service.server(sockets)
         server.run()
         return server.exit_status
@@ -371,6 +377,16 @@ def _leftovers_remover(output_directory: str) -> Callable[[int], None]:
             log.info("removed %d temporary files of process %d", removed, pid)
 
     return remove
+
+
+def _remove_leftovers_of_the_dead(output_directory: str) -> None:
+    """At start-up: what the processes of a server killed as a whole (SIGKILL of the master,
+    a power cut) left behind, which no master was there to remove."""
+    from storescpd.worker.acceptor import SPOOL_PARENT
+
+    remove = _leftovers_remover(output_directory)
+    for pid in sorted(dead_spool_owners(SPOOL_PARENT)):
+        remove(pid)
 
 
 def _event_queue(opts: options.Options) -> EventQueue | None:

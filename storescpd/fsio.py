@@ -150,6 +150,28 @@ def spool_prefix(pid: int) -> str:
     return f"{SPOOL_PREFIX}{pid}-"
 
 
+def dead_spool_owners(parent: str) -> set[int]:
+    """The processes whose spool directories are in ``parent`` although they no longer run:
+    workers that went down with a killed master, which nobody could clean up after."""
+    owners = set()
+    with contextlib.suppress(OSError), os.scandir(parent) as entries:
+        for entry in entries:
+            pid = entry.name.removeprefix(SPOOL_PREFIX).split("-", 1)[0]
+            if entry.name.startswith(SPOOL_PREFIX) and pid.isdigit() and not _runs(int(pid)):
+                owners.add(int(pid))
+    return owners
+
+
+def _runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 def remove_spools_of(parent: str, pid: int) -> int:
     """Remove the spool directories a dead process ``pid`` left in ``parent`` (a data set
     half received when it was killed can be large); returns how many. Only our own real

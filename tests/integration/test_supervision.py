@@ -404,3 +404,28 @@ def test_ttin_and_ttou_add_and_remove_one_worker(storescpd) -> None:
         poll_until(lambda left=left: len(_pids(server.pid)) == left, 20, f"{left} workers")
     assert run_dcmtk("echoscu", "127.0.0.1", str(server.port)).returncode == 0
     assert server.stop() == 0
+
+
+def test_a_start_removes_what_the_processes_of_a_killed_server_left(
+    storescpd, tmp_path: Path
+) -> None:
+    """A master killed with SIGKILL takes its workers along and cleans up after nobody: the next
+    start removes their spool directories and temporary files, and nothing of a live process."""
+    spool_parent = tmp_path / "tmp"
+    spool_parent.mkdir()
+    od = tmp_path / "od"
+    od.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid no longer runs
+    dead_spool = spool_parent / f"storescpd-spool-{gone.pid}-abcd1234"
+    dead_spool.mkdir()
+    (dead_spool / "half-received").write_bytes(b"x" * 1000)
+    dead_temp = od / f".storescpd-CT.1.2.3.{gone.pid}-0123abcd.part"
+    dead_temp.write_bytes(b"half")
+    live_spool = spool_parent / f"storescpd-spool-{os.getpid()}-abcd1234"
+    live_spool.mkdir()
+    server = storescpd(["-v", "--workers", "1"], extra_env={"TMPDIR": str(spool_parent)}, od=od)
+    assert not dead_spool.exists() and not dead_temp.exists()
+    assert live_spool.exists()
+    assert f"removed the spool directory of process {gone.pid}" in server.log
+    assert server.stop() == 0
