@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import select
 import struct
 import tempfile
 from typing import Any, BinaryIO
@@ -153,7 +154,34 @@ def _quick_response(primitive: Any) -> bytes | None:
 
 
 class BulkReadingSocket(AssociationSocket):
-    """Reads a PDU with as few system calls as the kernel allows (pynetdicom reads 4 KiB each)."""
+    """Reads a PDU with as few system calls as the kernel allows (pynetdicom reads 4 KiB each),
+    and asks whether one is waiting with a poll object kept for the socket (pynetdicom builds
+    a ``select()`` for every look, one per PDU and per turn of the DUL's loop)."""
+
+    _poller: select.poll | None = None
+    _polled = -1  # the descriptor _poller watches
+
+    @property
+    def ready(self) -> bool:
+        sock = self.socket
+        if sock is None or self._is_connected is False:
+            return False
+        fd = sock.fileno()
+        if fd < 0:  # closed under us: as pynetdicom's select() failing, Evt17
+            self.event_queue.put("Evt17")
+            return False
+        if self._poller is None or fd != self._polled:
+            self._poller = select.poll()
+            self._poller.register(fd, select.POLLIN | select.POLLPRI)
+            self._polled = fd
+        events = self._poller.poll(0)
+        if events and events[0][1] & select.POLLNVAL:
+            self.event_queue.put("Evt17")
+            return False
+        if events:
+            return True  # readable, or hung up / in error: the read tells which, as before
+        pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes
+        return bool(pending is not None and pending())
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = self.socket
