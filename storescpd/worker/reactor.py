@@ -40,10 +40,15 @@ from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket
 
 from storescpd.worker.dimse import BulkReadingSocket, QuickResponseDIMSE
+from storescpd.worker.wire import GuardedSocket
 
 log = logging.getLogger(__name__)
 # The lines pynetdicom's own loop logs, under its name, as before.
 _PYNETDICOM_LOG = logging.getLogger("pynetdicom.association")
+
+READ_AHEAD = 1 << 17
+"""Bytes a worker asks the kernel for when pynetdicom asks for less (a PDU header, a small
+PDU): one system call serves several PDUs."""
 
 LONGEST_WAIT = 0.2
 """Seconds a loop sleeps at most without a wake-up, so no timer is missed by more than that."""
@@ -294,6 +299,9 @@ def make_event_driven(assoc: Association) -> None:
     assoc.dimse.__class__ = QuickResponseDIMSE
     if type(dul.socket) is AssociationSocket:
         dul.socket.__class__ = BulkReadingSocket
+        # BulkReadingSocket.ready and EventDrivenDUL._wait ask pending() before waiting.
+        if isinstance(dul.socket.socket, GuardedSocket):
+            dul.socket.socket.read_ahead = READ_AHEAD
     assert isinstance(dul, EventDrivenDUL) and isinstance(assoc, EventDrivenAssociation)
     dul.doorbell = doorbell
     dul.wake_user = wake_user
