@@ -51,7 +51,7 @@ class SpillingBuffer(io.BytesIO):
             if self.tell() + len(data) <= self.limit:
                 return super().write(data)
             fd, self.path = tempfile.mkstemp(prefix="spill-", suffix=".part")
-            self.file = os.fdopen(fd, "w+b")
+            self.file = os.fdopen(fd, "w+b", buffering=SPILL_WRITE_BUFFER)
             with self.getbuffer() as view:
                 self.file.write(view)
             self.seek(0)
@@ -76,6 +76,9 @@ class SpillingBuffer(io.BytesIO):
 
 SPILL_LIMIT = 1 << 20
 """Data sets up to this size stay in memory while they are received."""
+
+SPILL_WRITE_BUFFER = 1 << 20
+"""A spool file is written in pieces this large, not one system call per PDV."""
 
 
 class QuickResponseDIMSE(DIMSEServiceProvider):
