@@ -173,6 +173,10 @@ class BulkReadingSocket(AssociationSocket):
         if fd < 0:  # closed under us: as pynetdicom's select() failing, Evt17
             self.event_queue.put("Evt17")
             return False
+        # Bytes already read (ahead, or decrypted by TLS) need no system call to be found.
+        pending = getattr(sock, "pending", None)
+        if pending is not None and pending():
+            return True
         if self._poller is None or fd != self._polled:
             self._poller = select.poll()
             self._poller.register(fd, select.POLLIN | select.POLLPRI)
@@ -181,10 +185,7 @@ class BulkReadingSocket(AssociationSocket):
         if events and events[0][1] & select.POLLNVAL:
             self.event_queue.put("Evt17")
             return False
-        if events:
-            return True  # readable, or hung up / in error: the read tells which, as before
-        pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes
-        return bool(pending is not None and pending())
+        return bool(events)  # readable, or hung up / in error: the read tells which, as before
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = self.socket
