@@ -145,6 +145,34 @@ def copy_stream(src: BinaryIO, dst: BinaryIO, chunk: int = 1 << 20) -> int:
         total += n
 
 
+def copy_file_bytes(src: BinaryIO, dst: BinaryIO, offset: int, length: int) -> bool:
+    """Copy ``length`` bytes of ``src`` from ``offset`` to the end of ``dst`` inside the
+    kernel (copy_file_range), when both are real files; False (nothing copied) otherwise, so
+    the caller copies through memory. ``dst`` is flushed first and its position advanced."""
+    copy = getattr(os, "copy_file_range", None)
+    try:
+        src_fd, dst_fd = src.fileno(), dst.fileno()
+    except (AttributeError, OSError, ValueError):  # io.BytesIO has no descriptor
+        return False
+    if copy is None:
+        return False
+    dst.flush()
+    start = dst.tell()
+    done = 0
+    try:
+        while done < length:
+            n = copy(src_fd, dst_fd, length - done, offset + done, start + done)
+            if not n:
+                raise OSError("source ended while copying")
+            done += n
+    except OSError:
+        if done:
+            raise  # half copied: the caller cannot start over on the same output
+        return False
+    dst.seek(start + done)
+    return True
+
+
 def spool_prefix(pid: int) -> str:
     """How the spool directories of process ``pid`` begin (``mkdtemp`` adds a random part)."""
     return f"{SPOOL_PREFIX}{pid}-"

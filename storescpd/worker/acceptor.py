@@ -60,11 +60,16 @@ SPOOL_PARENT = tempfile.gettempdir()
 
 
 class QuickAckSocket(GuardedSocket):
-    """A TCP socket that re-arms TCP_QUICKACK before every read.
+    """A TCP socket that re-arms TCP_QUICKACK before the first read after each send.
 
-    Linux clears QUICKACK on its own; a sender that leaves Nagle on (DCMTK's default) would
-    otherwise wait ~40 ms for our delayed ACK on every message (PYNETDICOM.md §4.2).
+    A sender that leaves Nagle on (DCMTK's default) holds a small segment until we ACK what
+    came before; Linux delays that ACK (~40 ms) once a connection looks interactive, i.e.
+    after we send (PYNETDICOM.md §4.2). Re-arming clears that mode and sends an ACK the
+    kernel holds back; until we send again, Linux ACKs a read that empties the receive queue
+    at once by itself. So while a large object streams in, reads skip the system call.
     """
+
+    _sent = True
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         self._quickack()
@@ -74,8 +79,18 @@ class QuickAckSocket(GuardedSocket):
         self._quickack()
         return super().recv_into(buffer, nbytes, flags)
 
+    def send(self, data: Any, flags: int = 0) -> int:
+        self._sent = True
+        return super().send(data, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self._sent = True
+        super().sendall(data, flags)
+
     def _quickack(self) -> None:
-        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        if self._sent:
+            self._sent = False
+            self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
 class QuickAckSSLSocket(PduGuard, ssl.SSLSocket):

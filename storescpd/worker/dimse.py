@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import select
 import struct
 import tempfile
 from typing import Any, BinaryIO
@@ -50,7 +51,7 @@ class SpillingBuffer(io.BytesIO):
             if self.tell() + len(data) <= self.limit:
                 return super().write(data)
             fd, self.path = tempfile.mkstemp(prefix="spill-", suffix=".part")
-            self.file = os.fdopen(fd, "w+b")
+            self.file = os.fdopen(fd, "w+b", buffering=SPILL_WRITE_BUFFER)
             with self.getbuffer() as view:
                 self.file.write(view)
             self.seek(0)
@@ -75,6 +76,9 @@ class SpillingBuffer(io.BytesIO):
 
 SPILL_LIMIT = 1 << 20
 """Data sets up to this size stay in memory while they are received."""
+
+SPILL_WRITE_BUFFER = 1 << 20
+"""A spool file is written in pieces this large, not one system call per PDV."""
 
 
 class QuickResponseDIMSE(DIMSEServiceProvider):
@@ -153,7 +157,35 @@ def _quick_response(primitive: Any) -> bytes | None:
 
 
 class BulkReadingSocket(AssociationSocket):
-    """Reads a PDU with as few system calls as the kernel allows (pynetdicom reads 4 KiB each)."""
+    """Reads a PDU with as few system calls as the kernel allows (pynetdicom reads 4 KiB each),
+    and asks whether one is waiting with a poll object kept for the socket (pynetdicom builds
+    a ``select()`` for every look, one per PDU and per turn of the DUL's loop)."""
+
+    _poller: select.poll | None = None
+    _polled = -1  # the descriptor _poller watches
+
+    @property
+    def ready(self) -> bool:
+        sock = self.socket
+        if sock is None or self._is_connected is False:
+            return False
+        fd = sock.fileno()
+        if fd < 0:  # closed under us: as pynetdicom's select() failing, Evt17
+            self.event_queue.put("Evt17")
+            return False
+        # Bytes already read (ahead, or decrypted by TLS) need no system call to be found.
+        pending = getattr(sock, "pending", None)
+        if pending is not None and pending():
+            return True
+        if self._poller is None or fd != self._polled:
+            self._poller = select.poll()
+            self._poller.register(fd, select.POLLIN | select.POLLPRI)
+            self._polled = fd
+        events = self._poller.poll(0)
+        if events and events[0][1] & select.POLLNVAL:
+            self.event_queue.put("Evt17")
+            return False
+        return bool(events)  # readable, or hung up / in error: the read tells which, as before
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = self.socket

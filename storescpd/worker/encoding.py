@@ -21,6 +21,7 @@ from typing import BinaryIO, Final, TypeAlias
 from pydicom.datadict import dictionary_VR, private_dictionary_VR
 from pydicom.uid import generate_uid
 
+from storescpd.fsio import copy_file_bytes
 from storescpd.worker.meta import preamble_and_meta
 
 log = logging.getLogger(__name__)
@@ -650,6 +651,8 @@ def _write(
         )
         out.write(meta)
     if raw:
+        if copy_file_bytes(data, out, start, end - start):
+            return ident
         data.seek(start)
         for chunk in _chunks(data, Span(start, end - start)):
             out.write(chunk)

@@ -75,19 +75,58 @@ class PduGuard(_Socket):
         self._rq_starts = False
         self._rq_body = None
 
+    read_ahead = 0
+    """Read this much from the kernel when less is asked, keeping the rest for the next reads
+    (0: never). Only for a reader that asks :meth:`pending` before it waits for the socket."""
+    _ahead: memoryview | bytes = b""
+
+    def pending(self) -> int:
+        """Bytes read ahead and not yet handed out (a poll() on the socket cannot see them),
+        and those a TLS layer below holds decrypted."""
+        below = getattr(super(), "pending", None)
+        return len(self._ahead) + (below() if below is not None else 0)
+
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        data = super().recv(bufsize, flags)
         if flags & socket.MSG_PEEK:
-            return data
+            return bytes(self._ahead[:bufsize]) if self._ahead else super().recv(bufsize, flags)
+        data = self._take(bufsize)
+        if data is None:
+            data = super().recv(bufsize, flags)
         return self._follow(data)
 
     def recv_into(self, buffer: Any, nbytes: int | None = 0, flags: int = 0) -> int:
+        view = memoryview(buffer)
         # 0 and None both mean "as much as fits", whichever socket class comes next.
-        n = super().recv_into(buffer, nbytes or memoryview(buffer).nbytes, flags)
-        if not flags & socket.MSG_PEEK:
-            view = memoryview(buffer)
-            view[:n] = self._follow(bytes(view[:n]))
+        want = nbytes or view.nbytes
+        if flags & socket.MSG_PEEK:
+            if not self._ahead:
+                return super().recv_into(buffer, want, flags)
+            n = min(want, len(self._ahead))
+            view[:n] = self._ahead[:n]
+            return n
+        data = self._take(want)
+        if data is None:
+            n = super().recv_into(buffer, want, flags)
+            data = bytes(view[:n])
+        else:
+            n = len(data)
+        view[:n] = self._follow(data)
         return n
+
+    def _take(self, want: int) -> bytes | None:
+        """Up to ``want`` bytes read ahead (reading ahead first if none are left), or None when
+        the caller should read straight from the kernel. Bytes are followed (:meth:`_follow`)
+        only as they are handed out, so a bad PDU is refused when it is read, as before."""
+        if not self._ahead:
+            if want >= self.read_ahead:
+                return None
+            data = super().recv(self.read_ahead)
+            if len(data) <= want:
+                return data
+            self._ahead = memoryview(data)
+        chunk = bytes(self._ahead[:want])
+        self._ahead = self._ahead[want:]
+        return chunk
 
     def _follow(self, data: bytes) -> bytes:
         """Check each PDU header in ``data``; returns ``data`` as pynetdicom is to see it."""

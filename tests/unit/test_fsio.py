@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from storescpd import fsio
-from storescpd.fsio import TEMP_PREFIX, AtomicFile, copy_stream, is_writable_directory
+from storescpd.fsio import (
+    TEMP_PREFIX,
+    AtomicFile,
+    copy_file_bytes,
+    copy_stream,
+    is_writable_directory,
+)
 
 
 def names(directory: Path) -> list[str]:
@@ -77,6 +83,22 @@ def test_copy_stream_is_exact() -> None:
     out = io.BytesIO()
     assert copy_stream(io.BytesIO(data), out, chunk=1 << 16) == len(data)
     assert out.getvalue() == data
+
+
+def test_copy_file_bytes_appends_the_range_after_what_was_written(tmp_path: Path) -> None:
+    payload = os.urandom(3 << 20)
+    (tmp_path / "src").write_bytes(payload)
+    with open(tmp_path / "src", "rb") as src, open(tmp_path / "dst", "wb") as dst:
+        dst.write(b"head")  # still in dst's buffer: must land before the copied range
+        assert copy_file_bytes(src, dst, 5, len(payload) - 9)
+        dst.write(b"tail")
+    assert (tmp_path / "dst").read_bytes() == b"head" + payload[5:-4] + b"tail"
+
+
+def test_copy_file_bytes_declines_a_memory_buffer(tmp_path: Path) -> None:
+    with open(tmp_path / "dst", "wb") as dst:
+        assert not copy_file_bytes(io.BytesIO(b"abcdef"), dst, 1, 3)
+        assert dst.tell() == 0
 
 
 def test_is_writable_directory(tmp_path: Path) -> None:

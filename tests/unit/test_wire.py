@@ -174,3 +174,31 @@ def test_tracker_bounds_the_data_set_of_an_echo() -> None:
     assert tracker.follow([(1, bytes([COMMAND_LAST]) + echo)]) == ""
     assert tracker.follow([(1, bytes([DATA_MORE]) + bytes(1 << 20))]) == ""
     assert "over 1048576 bytes" in tracker.follow([(1, bytes([DATA_MORE]) + b"xx")])
+
+
+def test_read_ahead_follows_bytes_as_they_are_handed_out(
+    pair: tuple[GuardedSocket, socket.socket],
+) -> None:
+    guarded, peer = pair
+    guarded.read_ahead = 1 << 17
+    good = p_data(pdv(1, COMMAND_LAST, c_echo_rq()))
+    peer.sendall(good + struct.pack(">BBI", 0x04, 0, 1 << 20))
+    assert guarded.recv(6) == good[:6]
+    assert guarded.pending() == len(good) - 6 + 6  # the rest and the bad header, read ahead
+    assert guarded.recv(4, socket.MSG_PEEK) == good[6:10]
+    body = bytearray(len(good) - 6)
+    assert guarded.recv_into(body) == len(body) and bytes(body) == good[6:]
+    with pytest.raises(PduRefused):  # refused when reached, not when read ahead
+        guarded.recv(6)
+
+
+def test_read_ahead_shows_a_version_with_bit_0_as_1(
+    pair: tuple[GuardedSocket, socket.socket],
+) -> None:
+    guarded, peer = pair
+    guarded.read_ahead = 1 << 17
+    rq = associate_rq(protocol_version=3)
+    peer.sendall(rq)
+    seen = guarded.recv(6) + read_all(guarded, len(rq) - 6)
+    assert seen[6:8] == b"\x00\x01" and seen[8:] == rq[8:]
+    assert guarded.pending() == 0
