@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.battery.conftest import AGAINST_DCMTK, PATIENCE, BatteryServer, start_battery_server
+from tests.battery.conftest import AGAINST_REFERENCE, PATIENCE, BatteryServer, start_battery_server
 from tests.battery.rawpeer import RawPeer, associate_rq, explicit_element, uid
 from tests.conftest import poll_until
 
-if AGAINST_DCMTK:
+if AGAINST_REFERENCE:
     pytest.skip("hostile content is storescpd's battery only", allow_module_level=True)
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
