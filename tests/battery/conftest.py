@@ -19,6 +19,7 @@ failed`` before pytest's own summary line.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,8 +63,17 @@ if SERVER_KIND not in ("storescpd", "dcmtk", "pynetdicom"):
 # A reference server is run as it comes: only the single-process mode, and what it logs is
 # not ours to judge.
 AGAINST_REFERENCE = SERVER_KIND != "storescpd"
-# Lines in a server log that say a bad peer broke something it must not.
-BROKEN = ("Traceback", "Exception in thread", "was killed by signal", "exited with status")
+# Lines in a server log that say a bad peer broke something it must not: a traceback, or the
+# master reporting the death of a worker, a --fork child or a companion (after its level letter).
+BROKEN = re.compile(
+    r"^(Traceback|Exception in thread|\w: (worker \d+ \(pid \d+\)|child \d+|the [\w ]+?)"
+    r" (was killed by signal|exited with status))"
+)
+
+
+def broken(logged: str) -> list[str]:
+    """The lines of ``logged`` that say something broke."""
+    return [line for line in logged.splitlines() if BROKEN.match(line)]
 
 
 @dataclass
@@ -107,8 +117,8 @@ class BatteryServer:
         )
         logged = self.new_log()
         if not AGAINST_REFERENCE:
-            broken = [line for line in logged.splitlines() if line.startswith(BROKEN)]
-            assert not broken, f"the server logged {broken}:\n{logged[-4000:]}"
+            lines = broken(logged)
+            assert not lines, f"the server logged {lines}:\n{logged[-4000:]}"
 
 
 def start_battery_server(args: Sequence[str], mode: str, root: Path) -> Server:

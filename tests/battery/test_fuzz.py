@@ -14,7 +14,7 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.battery.conftest import AGAINST_REFERENCE, BROKEN, PATIENCE, BatteryServer
+from tests.battery.conftest import AGAINST_REFERENCE, PATIENCE, BatteryServer, broken
 from tests.battery.rawpeer import (
     APPLICATION_CONTEXT,
     ASSOCIATE_RQ,
@@ -189,8 +189,8 @@ def assert_unbroken(server: BatteryServer, what: str) -> None:
     assert server.server.alive(), f"the server died after {what}:\n{server.server.log[-3000:]}"
     logged = server.new_log()
     if not AGAINST_REFERENCE:
-        broken = [line for line in logged.splitlines() if line.startswith(BROKEN)]
-        assert not broken, f"after {what}: {broken}\n{logged[-3000:]}"
+        lines = broken(logged)
+        assert not lines, f"after {what}: {lines}\n{logged[-3000:]}"
 
 
 @FUZZ
