@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.battery.conftest import AGAINST_REFERENCE, PATIENCE, BatteryServer, broken
@@ -43,6 +43,8 @@ FUZZ = settings(
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    # A reference server's failures are only counted: shrinking them would take many minutes.
+    phases=[Phase.explicit, Phase.generate] if AGAINST_REFERENCE else list(Phase),
 )
 
 # --------------------------------------------------------------------------------------------
