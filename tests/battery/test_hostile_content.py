@@ -278,7 +278,7 @@ EOSTUDY_CONFIGS = {
 OBJECTS_PER_STUDY = 2
 
 
-@pytest.fixture(scope="module", params=list(EOSTUDY_CONFIGS))
+@pytest.fixture(scope="module")
 def eostudy(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Hostile]:
@@ -293,19 +293,39 @@ def eostudy(
     assert status == 0, f"storescpd exited with {status}:\n{target.server.server.log[-3000:]}"
 
 
-# Each hostile patient name comes with a hostile AE title, in turn.
+# Each hostile patient name comes with a hostile AE title, in turn; -ss does not name its
+# folders by the patient, so there only the AE titles (with a plain name) are cases.
 EOSTUDY_CASES = {
-    text: (HOSTILE_TEXT[text], list(AE_TITLES.values())[i % len(AE_TITLES)])
-    for i, text in enumerate(HOSTILE_TEXT)
+    "sort-patient-name": {
+        text: (HOSTILE_TEXT[text], list(AE_TITLES.values())[i % len(AE_TITLES)])
+        for i, text in enumerate(HOSTILE_TEXT)
+    },
+    "sort-conc-studies": {f"ae-{title}": ("Plain^Name", AE_TITLES[title]) for title in AE_TITLES},
 }
 
 
-@pytest.mark.parametrize("case", EOSTUDY_CASES)
-def test_hostile_study_end(eostudy: Hostile, case: str) -> None:
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """test_hostile_study_end: each config's server with its own cases."""
+    if "eostudy_case" in metafunc.fixturenames:
+        cases = [
+            (config, name, values)
+            for config, named in EOSTUDY_CASES.items()
+            for name, values in named.items()
+        ]
+        metafunc.parametrize(
+            ("eostudy", "eostudy_case"),
+            [(config, values) for config, _, values in cases],
+            indirect=["eostudy"],
+            ids=[f"{config}-{name}" for config, name, _ in cases],
+            scope="module",
+        )
+
+
+def test_hostile_study_end(eostudy: Hostile, eostudy_case: tuple[str, str]) -> None:
     """Two objects of a study with a hostile patient name from a hostile AE title; after -tos
     the -xcs command gets #p #a #c as one word each, #p is the study's folder inside -od and
     holds both objects, renamed, none lost or overwritten; no injected command ran."""
-    patient, calling = EOSTUDY_CASES[case]
+    patient, calling = eostudy_case
     study = uid(fresh_uid())
     before = set(eostudy.stored())
     calls_before = len(eostudy.hook_calls())
