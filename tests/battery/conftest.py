@@ -1,16 +1,16 @@
 """The fault battery's servers and its report.
 
-Servers are started with
-short timeouts, so a case that leaves the server waiting costs two seconds, not thirty. After
-each case the :func:`battery_server` fixture's :meth:`BatteryServer.check` asks a real sender
-(DCMTK ``echoscu``, Nagle off) to be served and looks at what the server logged meanwhile.
+Servers are started once per module and mode — single process, a pool of two workers, and
+``--fork`` (a child per association) — with short timeouts, so a case that leaves the server
+waiting costs two seconds, not thirty. After each case the :func:`battery_server` fixture's
+:meth:`BatteryServer.check` asks a real sender (DCMTK ``echoscu``, Nagle off) to be served and
+looks at what the server logged meanwhile: a traceback, or the death of a worker, a child or a
+companion, fails the case even when the master went on serving.
 
-Servers are started once per module and mode: single process, a pool of two workers, and
-``--fork`` (a child per association; a crash of one child is tolerated, never of the master).
-
-``STORESCPD_BATTERY_SERVER=dcmtk`` runs the protocol cases against DCMTK's ``/usr/bin/storescp``
-instead, ``STORESCPD_BATTERY_SERVER=pynetdicom`` against pynetdicom's own ``storescp``, to see
-which of them they pass (CI never sets it); the cases of other modules skip.
+``STORESCPD_BATTERY_SERVER=dcmtk`` runs the protocol and fuzz cases (test_protocol.py,
+test_fuzz.py) against DCMTK's ``/usr/bin/storescp`` instead, ``STORESCPD_BATTERY_SERVER=pynetdicom``
+against pynetdicom's own ``storescp``, single process only and without judging their logs, to
+see which cases they pass (CI never sets it; run no other module with it).
 
 The run ends with one line per battery case (``PASS file::case``) and ``battery: N passed, M
 failed`` before pytest's own summary line.
