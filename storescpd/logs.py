@@ -122,14 +122,19 @@ class PeerTracebackFilter(logging.Filter):
 
     Its message line stays (``E: Unable to decode the received PDU data``); the traceback is a
     stack dump of pynetdicom's own code that tells an administrator nothing, and a hostile peer
-    could fill the log with it. From ``debug`` on it is kept.
+    could fill the log with it. A socket error logged as nothing but its own text, after the
+    line that says what failed, is dropped. From ``debug`` on everything is kept.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.startswith("pynetdicom") and record.exc_info:
-            record.exc_info = None
-            record.exc_text = None
-        return True
+        if not (record.name.startswith("pynetdicom") and record.exc_info):
+            return True
+        error = record.exc_info[1]
+        record.exc_info = None
+        record.exc_text = None
+        # A failed socket read (a timeout or a reset in the middle of a PDU) is logged twice:
+        # pynetdicom's line, then the bare text of the error ("timed out"), which only repeats it.
+        return not (isinstance(error, OSError) and record.msg is error)
 
 
 def configure(level: str, config_file: str | None = None, stream: TextIO | None = None) -> None:

@@ -19,13 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
 import pytest
 
-from tests.battery.conftest import AGAINST_DCMTK, PATIENCE, BatteryServer, start_battery_server
+from tests.battery.conftest import AGAINST_REFERENCE, PATIENCE, BatteryServer, start_battery_server
 from tests.battery.rawpeer import RawPeer, associate_rq, explicit_element, uid
 from tests.conftest import poll_until
 
-if AGAINST_DCMTK:
+if AGAINST_REFERENCE:
     pytest.skip("hostile content is storescpd's battery only", allow_module_level=True)
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -94,17 +95,23 @@ def spool(root: Path) -> list[Path]:
 
 HOOK = (
     f"{shlex.quote(sys.executable)} -c "
-    "'import json, sys; print(json.dumps(sys.argv[1:]))' #a #c #f #p >> {out}"
+    "'import json, sys; print(json.dumps(sys.argv[1:]))' {placeholders} >> {out}"
 )
 
 
-def start_hostile(root: Path, args: list[str]) -> Hostile:
+def start_hostile(
+    root: Path, args: list[str], hook_args: tuple[str, ...] = ("-xcr",), placeholders: str = ""
+) -> Hostile:
+    """A server with ``args``, and a hook that records its arguments given to ``hook_args``
+    (by default -xcr with #a #c #f #p)."""
     hook_dir = root / "hook"
     hook_dir.mkdir()
     out = hook_dir / "calls.jsonl"
     # The hook runs in its own directory, so that an injected "touch" would land there.
-    hook = f"cd {shlex.quote(str(hook_dir))} && " + HOOK.format(out=shlex.quote(str(out)))
-    server = start_battery_server([*args, "-xcr", hook, "-xs"], "single", root)
+    hook = f"cd {shlex.quote(str(hook_dir))} && " + HOOK.format(
+        placeholders=placeholders or "#a #c #f #p", out=shlex.quote(str(out))
+    )
+    server = start_battery_server([*args, *hook_args, hook, "-xs"], "single", root)
     return Hostile(BatteryServer(server, "single"), root, out)
 
 
@@ -257,3 +264,109 @@ def test_ae_titles_with_control_or_non_ascii_bytes(hostile: Hostile, title: byte
         assert outcome.kind.value in ("A-ASSOCIATE-AC", "A-ASSOCIATE-RJ", "A-ABORT"), outcome
     hostile.server.check()
     hostile.assert_contained()
+
+
+# --------------------------------------------------------------------------------------------
+# End of study: -rns renames, -xcs runs, both with what a hostile peer sent
+# --------------------------------------------------------------------------------------------
+
+# The sort options whose folders a study's end renames and hands to -xcs as #p.
+EOSTUDY_CONFIGS = {
+    "sort-conc-studies": ["-ss", "C"],
+    "sort-patient-name": ["-sp"],
+}
+OBJECTS_PER_STUDY = 2
+
+
+@pytest.fixture(scope="module")
+def eostudy(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Hostile]:
+    name = str(request.param)
+    root = tmp_path_factory.mktemp(f"eostudy-{name}")
+    args = [*EOSTUDY_CONFIGS[name], "-rns", "-tos", "1"]
+    target = start_hostile(root, args, ("-xcs",), "#p #a #c #r")
+    try:
+        yield target
+    finally:
+        status = target.server.server.stop()
+    assert status == 0, f"storescpd exited with {status}:\n{target.server.server.log[-3000:]}"
+
+
+# Each hostile patient name comes with a hostile AE title, in turn; -ss does not name its
+# folders by the patient, so there only the AE titles (with a plain name) are cases.
+EOSTUDY_CASES = {
+    "sort-patient-name": {
+        text: (HOSTILE_TEXT[text], list(AE_TITLES.values())[i % len(AE_TITLES)])
+        for i, text in enumerate(HOSTILE_TEXT)
+    },
+    "sort-conc-studies": {f"ae-{title}": ("Plain^Name", AE_TITLES[title]) for title in AE_TITLES},
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """test_hostile_study_end: each config's server with its own cases."""
+    if "eostudy_case" in metafunc.fixturenames:
+        cases = [
+            (config, name, values)
+            for config, named in EOSTUDY_CASES.items()
+            for name, values in named.items()
+        ]
+        metafunc.parametrize(
+            ("eostudy", "eostudy_case"),
+            [(config, values) for config, _, values in cases],
+            indirect=["eostudy"],
+            ids=[f"{config}-{name}" for config, name, _ in cases],
+            scope="module",
+        )
+
+
+def test_hostile_study_end(eostudy: Hostile, eostudy_case: tuple[str, str]) -> None:
+    """Two objects of a study with a hostile patient name from a hostile AE title; after -tos
+    the -xcs command gets #p #a #c as one word each, #p is the study's folder inside -od and
+    holds both objects, renamed, none lost or overwritten; no injected command ran."""
+    patient, calling = eostudy_case
+    study = uid(fresh_uid())
+    before = set(eostudy.stored())
+    calls_before = len(eostudy.hook_calls())
+    instances = [fresh_uid() for _ in range(OBJECTS_PER_STUDY)]
+    with RawPeer(eostudy.server.port, PATIENCE) as peer:
+        outcome = peer.associate(associate_rq(calling=calling, called=calling))
+        assert outcome.kind.value == "A-ASSOCIATE-AC", outcome
+        statuses = [
+            peer.store(CT, i, data_set(i, patient.encode("latin-1"), study)) for i in instances
+        ]
+    if any(status != SUCCESS for status in statuses):
+        # Refused: with a failure status each, and nothing stored.
+        for status in statuses:
+            assert status is not None and 0xA700 <= status <= 0xCFFF, f"statuses {statuses}"
+        assert set(eostudy.stored()) == before
+        eostudy.assert_contained()
+        return
+
+    expected = [calling.strip()] * 2
+
+    def this_study() -> list[list[str]]:
+        return [args for args in eostudy.hook_calls()[calls_before:] if args[1:3] == expected]
+
+    try:
+        poll_until(lambda: bool(this_study()), 1 + PATIENCE, "the end of study")
+    except TimeoutError:
+        raise AssertionError(
+            f"no -xcs call with #a #c {expected}: {eostudy.hook_calls()[-3:]}"
+        ) from None
+    (call,) = this_study()
+    assert len(call) == 4, f"#p #a #c #r became {len(call)} words: {call}"
+    folder = Path(call[0])
+    od = eostudy.server.od
+    assert folder.parent == od, f"#p {folder} is not a study folder in -od {od}"
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    assert len(files) == OBJECTS_PER_STUDY, f"{folder}: {files}"
+    for path in files:
+        assert safe_name(path.name) and path.name.startswith("CT"), f"not renamed: {path}"
+    sent = sorted(instances)
+    got = sorted(str(pydicom.dcmread(path).SOPInstanceUID) for path in files)
+    assert got == sent, f"{folder} holds {got}, sent {sent}"
+    assert safe_name(folder.name), f"unsafe folder name {folder.name!r}"
+    assert set(eostudy.stored()) - before == set(files)
+    eostudy.assert_contained()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.battery.conftest import AGAINST_DCMTK, PATIENCE, TIMEOUT, BatteryServer
+from tests.battery.conftest import AGAINST_REFERENCE, PATIENCE, TIMEOUT, BatteryServer
 from tests.battery.rawpeer import (
     ASSOCIATE_AC,
     ASSOCIATE_RJ,
@@ -165,7 +165,7 @@ def test_peer_that_stays_after_abort_or_reject_is_closed(bserver: BatteryServer,
         peer.send(OPENINGS[name].data)
         outcome = peer.final()
         assert outcome.kind in (Kind.REJECTED, Kind.ABORTED), f"{name}: {outcome}"
-        if bserver.pool:
+        if bserver.concurrent:
             bserver.check(during=True)
         assert peer.closed_after(outcome, PATIENCE), f"{name}: not closed after {outcome}"
     bserver.check()
@@ -180,7 +180,7 @@ def test_back_to_back_associations(bserver: BatteryServer) -> None:
     association holding a worker, a worker's "idle" then often arrives in the same select()
     round as the next connection (this once wedged the master in a blocking read)."""
     with contextlib.ExitStack() as stack:
-        if bserver.pool:
+        if bserver.concurrent:
             stack.enter_context(associated(bserver.port, patience=PATIENCE))
         for _ in range(100):
             with associated(bserver.port, patience=PATIENCE) as peer:
@@ -197,7 +197,7 @@ def test_connect_and_close_at_once(bserver: BatteryServer) -> None:
 
 def test_silent_peer_is_closed_after_the_acse_timeout(bserver: BatteryServer) -> None:
     with RawPeer(bserver.port, PATIENCE) as peer:
-        if bserver.pool:
+        if bserver.concurrent:
             bserver.check(during=True)
         outcome = peer.final()
         assert outcome.kind in ENDED, f"silent peer: {outcome}"
@@ -312,7 +312,7 @@ def test_in_association(bserver: BatteryServer, name: str) -> None:
         outcome = peer.final()
         elapsed = time.monotonic() - started
         assert outcome.kind in ENDED, f"{name}: {outcome}, expected an A-ABORT or a close"
-        if not AGAINST_DCMTK:
+        if not AGAINST_REFERENCE:
             # An A-ABORT at once (AA-8, or the DIMSE user's abort), not the idle timer's.
             assert outcome.kind is Kind.ABORTED, f"{name}: {outcome}"
             assert elapsed < TIMEOUT * 0.75, f"{name}: {outcome} only after {elapsed:.1f}s"
@@ -377,6 +377,7 @@ def test_store_cut_short(bserver: BatteryServer, cut: str, ending: str) -> None:
     instance = f"{STORE_UID}{int(time.time() * 1e6)}"
     whole, partial = CUTS[cut]
     pdus = store_stages(instance)
+    start = len(bserver.server.log)
     with associated(bserver.port, patience=PATIENCE) as peer:
         for data in pdus[:whole]:
             peer.send(data)
@@ -391,14 +392,33 @@ def test_store_cut_short(bserver: BatteryServer, cut: str, ending: str) -> None:
                 peer.send(pdus[whole][partial:])
             peer.send(release_rq())
         if ending in ("release-rq", "stall"):
-            if ending == "stall" and bserver.pool:
+            if ending == "stall" and bserver.concurrent:
                 bserver.check(during=True)
             outcome = peer.final()
             # A release in the middle of a message may be granted, refused or aborted.
             assert outcome.kind in ENDED | {Kind.RELEASED}, f"{cut}/{ending}: {outcome}"
+    if ending == "stall" and partial and not AGAINST_REFERENCE:
+        assert_timeout_logged_briefly(bserver, start)
     bserver.check()
     assert not list(bserver.od.glob(f"*{instance}*")), "a store cut short left a file"
     assert_no_spool_left(bserver)
+
+
+def assert_timeout_logged_briefly(bserver: BatteryServer, start: int) -> None:
+    """A peer that stopped in the middle of a PDU was ended by the timeouts, and the log says
+    so in a line or two (our timeout, pynetdicom's read cut short): no traceback, and no bare
+    "timed out" repeating them."""
+
+    def said() -> list[str]:
+        lines = bserver.server.log[start:].splitlines()
+        return [line for line in lines if "timeout" in line.lower() or "entire PDU" in line]
+
+    poll_until(lambda: bool(said()), PATIENCE, "the timeout to be logged")
+    logged = bserver.server.log[start:].splitlines()
+    assert 1 <= len(said()) <= 2, said()
+    assert sum("entire PDU" in line for line in logged) <= 1, logged
+    assert not [line for line in logged if line.rstrip().endswith(": timed out")], logged
+    assert not [line for line in logged if line.startswith(("Traceback", "  File "))], logged
 
 
 @pytest.mark.parametrize("nesting", [0, 128])
@@ -419,7 +439,7 @@ def test_complete_store_on_the_raw_peer_is_stored(bserver: BatteryServer, nestin
 def assert_no_spool_left(bserver: BatteryServer) -> None:
     """No spool file outlives its association (in a pool, the bad peer's worker may still be
     cleaning up while another serves the check)."""
-    if AGAINST_DCMTK:
+    if AGAINST_REFERENCE:
         return
     tmp = bserver.od.parent / "tmp"
     try:
@@ -465,7 +485,7 @@ def test_bad_data_set_is_refused(bserver: BatteryServer, name: str) -> None:
                            data_set[start : start + fragment]))
             )  # fmt: skip
         outcome = peer.answer()
-        if AGAINST_DCMTK:
+        if AGAINST_REFERENCE:
             assert outcome.kind in ENDED | {Kind.DATA}, outcome
         else:
             assert outcome.kind is Kind.DATA, f"{name}: {outcome}, expected a C-STORE-RSP"

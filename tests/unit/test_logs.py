@@ -70,6 +70,27 @@ def test_pynetdicom_tracebacks_only_from_debug(level: str, lines: int) -> None:
     assert len(shown) >= lines if lines > 1 else len(shown) == 1
 
 
+@pytest.mark.parametrize("error", [TimeoutError("timed out"), ConnectionResetError(104, "reset")])
+def test_a_socket_error_mid_pdu_is_one_line(error: OSError) -> None:
+    """pynetdicom logs a read cut short by a socket error as a line, then the bare error with
+    its traceback; only the line is shown, unless debugging."""
+    for level, expected in (("info", 1), ("debug", 3)):
+        stream = io.StringIO()
+        logs.configure(level, stream=stream)
+        dul = logging.getLogger("pynetdicom.dul")
+        try:
+            raise error
+        except OSError as err:
+            dul.error("Connection closed before the entire PDU was received")
+            dul.exception(err)
+        shown = stream.getvalue().splitlines()
+        assert shown[0] == "E: Connection closed before the entire PDU was received"
+        if expected == 1:
+            assert shown == shown[:1], shown
+        else:
+            assert f"E: {error}" in shown and "Traceback (most recent call last):" in shown
+
+
 def test_json_config_file(tmp_path: Path) -> None:
     target = tmp_path / "out.log"
     config = {
