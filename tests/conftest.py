@@ -9,6 +9,7 @@ port can be taken by someone else between choosing it and listening on it.
 from __future__ import annotations
 
 import os
+import random
 import select
 import shutil
 import signal
@@ -62,10 +63,21 @@ def children_titled(pid: int, word: str) -> list[psutil.Process]:
 
 
 def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (only for servers we cannot hand a socket)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback TCP port that was free a moment ago (only for servers we cannot hand a socket).
+
+    Taken below Linux's ephemeral range (32768 and up), where the kernel picks the source ports
+    of every client connection: a port from there can be in use again before the server binds it.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32768)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port between 20000 and 32767")
 
 
 def poll_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
