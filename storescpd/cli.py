@@ -28,6 +28,7 @@ from storescpd.events import EventQueue
 from storescpd.exitcodes import ExitCode, RecvExitCode
 from storescpd.fsio import (
     dead_spool_owners,
+    dead_temporary_owners,
     is_writable_directory,
     remove_spools_of,
     remove_temporaries_of,
@@ -36,6 +37,7 @@ from storescpd.heartbeat import Heartbeats
 from storescpd.master import ForkingServer, SingleProcessServer
 from storescpd.prefork import PoolServer, PoolSize, WorkerEntry
 from storescpd.proctitle import set_title
+from storescpd.studyruns import REGISTRY
 
 if TYPE_CHECKING:
     from storescpd.worker.acceptor import Acceptor
@@ -372,7 +374,8 @@ def _leftovers_remover(output_directory: str) -> Callable[[int], None]:
     def remove(pid: int) -> None:
         if remove_spools_of(SPOOL_PARENT, pid):
             log.info("removed the spool directory of process %d", pid)
-        removed = remove_temporaries_of(output_directory, pid)
+        folders = _written_folders(output_directory)
+        removed = sum(remove_temporaries_of(folder, pid) for folder in folders)
         if removed:
             log.info("removed %d temporary files of process %d", removed, pid)
 
@@ -385,8 +388,18 @@ def _remove_leftovers_of_the_dead(output_directory: str) -> None:
     from storescpd.worker.acceptor import SPOOL_PARENT
 
     remove = _leftovers_remover(output_directory)
-    for pid in sorted(dead_spool_owners(SPOOL_PARENT)):
+    dead = dead_spool_owners(SPOOL_PARENT)
+    for folder in _written_folders(output_directory):
+        dead |= dead_temporary_owners(folder)
+    for pid in sorted(dead):
         remove(pid)
+
+
+def _written_folders(output_directory: str) -> tuple[str, str]:
+    """Where a killed process's temporary files are looked for: the output directory and the
+    study registry with the coordinator's journal (not the study folders, whose listing
+    would cost a large archive too much)."""
+    return output_directory, os.path.join(output_directory, REGISTRY)
 
 
 def _event_queue(opts: options.Options) -> EventQueue | None:

@@ -36,8 +36,13 @@ class Companion:
 class Companions:
     """The master's companions, with what the master must do in a freshly forked child."""
 
-    def __init__(self, leave_master: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        leave_master: Callable[[], None],
+        after_crash: Callable[[int], None] = lambda pid: None,
+    ) -> None:
         self.leave_master = leave_master
+        self.after_crash = after_crash  # removes what a companion that did not exit 0 left
         self.all: list[Companion] = []
         self.failed = False  # one could not start: the server must stop
 
@@ -101,6 +106,8 @@ class Companions:
         return False
 
     def _ended(self, companion: Companion, status: int, restart: bool) -> None:
+        if status != 0:
+            self.after_crash(companion.pid)
         companion.pid = 0
         if os.WIFSIGNALED(status):
             how = f"was killed by signal {os.WTERMSIG(status)}"

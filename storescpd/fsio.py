@@ -217,6 +217,20 @@ def remove_spools_of(parent: str, pid: int) -> int:
     return removed
 
 
+_TEMP_OWNER = re.compile(rf"\.(\d+)-[0-9a-f]{{8}}{re.escape(TEMP_SUFFIX)}\Z")
+
+
+def dead_temporary_owners(directory: str) -> set[int]:
+    """The writers whose temporary files are in ``directory`` although they no longer run."""
+    owners = set()
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            found = _TEMP_OWNER.search(entry.name) if entry.name.startswith(TEMP_PREFIX) else None
+            if found and not _runs(int(found.group(1))):
+                owners.add(int(found.group(1)))
+    return owners
+
+
 def remove_temporaries_of(directory: str, pid: int) -> int:
     """Remove the temporary files a killed writer ``pid`` left in ``directory`` (never under a
     final name, but hidden clutter that would pile up); returns how many."""

@@ -142,7 +142,7 @@ class SingleProcessServer:
         self.accept_paused_until = 0.0  # monotonic; 0: accepting
         self._short_of_fds_logged = -ACCEPT_PAUSE_SECONDS
         self.watchdog = sdnotify.Watchdog.from_environment()
-        self.companions = Companions(self._leave_master_state)
+        self.companions = Companions(self._leave_master_state, lambda pid: self.after_crash(pid))
         self._wakeup_r, self._wakeup_w = socket.socketpair()
 
     def run(self) -> None:

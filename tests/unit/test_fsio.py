@@ -161,3 +161,14 @@ def test_make_directories_refuses_a_file_in_the_way(tmp_path: Path) -> None:
     (tmp_path / "data").write_text("not a folder")
     with pytest.raises(OSError):
         fsio.make_directories(str(tmp_path / "data" / "2026"))
+
+
+def test_dead_temporary_owners_names_writers_that_no_longer_run(tmp_path: Path) -> None:
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tmp_path / f"{TEMP_PREFIX}CT.1.2.{gone.pid}-0123abcd.part").write_bytes(b"")
+    (tmp_path / f"{TEMP_PREFIX}CT.1.3.{os.getpid()}-0123abcd.part").write_bytes(b"")  # alive
+    (tmp_path / f"CT.1.4.{gone.pid}-0123abcd.part").write_bytes(b"")  # not ours: no prefix
+    assert fsio.dead_temporary_owners(str(tmp_path)) == {gone.pid}
