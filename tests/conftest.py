@@ -41,6 +41,17 @@ def dcmtk(tool: str) -> str:
     return str(path)
 
 
+def require_tool(name: str, fallback: str | None = None) -> str:
+    """Path of a system tool (``fallback`` where PATH lacks it, e.g. /usr/sbin); a missing tool
+    fails the test under ``CI=true`` and skips it elsewhere."""
+    path = shutil.which(name) or fallback
+    if path is None or not os.path.exists(path):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is missing on CI")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
 def run_dcmtk(tool: str, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     """Run a DCMTK tool with Nagle disabled (``TCP_NODELAY=1``), capturing its output."""
     env = dict(os.environ, TCP_NODELAY="1")

@@ -19,10 +19,9 @@ from pathlib import Path
 import psutil
 import pytest
 from pydicom import dcmread
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from tests.conftest import poll_until, run_dcmtk
+from tests.integration.test_access import echo_to
 from tests.integration.test_modes import make_instances, stored
 
 REJECT_LIMIT_EXCEEDED = bytes([0x03, 0x00, 0, 0, 0, 4, 0x00, 2, 3, 2])
@@ -68,19 +67,6 @@ def first_bytes(conn: socket.socket, count: int, within: float) -> bytes:
     return data
 
 
-def echo_from(source: str, port: int) -> bool:
-    """A pynetdicom C-ECHO from ``source``: True when the association was accepted."""
-    ae = AE(ae_title="BATTERY")
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = 10
-    assoc = ae.associate("127.0.0.1", port, bind_address=(source, 0))
-    if not assoc.is_established:
-        return False
-    status = assoc.send_c_echo()
-    assoc.release()
-    return bool(status) and status.Status == 0
-
-
 def send(port: int, files: list[Path]) -> subprocess.CompletedProcess[str]:
     return run_dcmtk("storescu", "127.0.0.1", str(port), *map(str, files), timeout=120)
 
@@ -100,7 +86,7 @@ def test_per_host_limit_rejects_that_host_only(
         "rejecting association from 127.0.0.2" in server.log
     )
     # Once the idle ones are gone, that host is served again.
-    poll_until(lambda: echo_from(HOSTILE, server.port), 20, "127.0.0.2 to be served again")
+    poll_until(lambda: echo_to(server.port, HOSTILE), 20, "127.0.0.2 to be served again")
 
 
 def test_per_host_limit_never_refuses_in_single_process_mode(
@@ -193,7 +179,7 @@ def test_waves_of_connect_and_close_leave_the_master_as_it_was(storescpd) -> Non
     assert "(--max-associations-per-host)" in server.log, "the waves never reached the master"
     # A flood of connections must not become a flood of log lines.
     assert server.log.count("rejecting association from 127.0.0.2") < 20, server.log[-2000:]
-    assert echo_from("127.0.0.1", server.port)
+    assert echo_to(server.port, "127.0.0.1")
 
 
 def test_a_master_short_of_descriptors_neither_spins_nor_dies(
@@ -285,7 +271,7 @@ def test_senders_at_the_limit_that_reconnect_at_once_are_served(
     server = storescpd(limit)
 
     def sender(_k: int) -> int:
-        return sum(echo_from("127.0.0.1", server.port) for _ in range(40))
+        return sum(echo_to(server.port, "127.0.0.1") for _ in range(40))
 
     with ThreadPoolExecutor(2) as pool:
         served = list(pool.map(sender, range(2)))

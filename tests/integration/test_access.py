@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE
 
-from tests.conftest import Server, _accepts_connections, dcmtk, free_port, poll_until
+from tests.conftest import (
+    Server,
+    _accepts_connections,
+    dcmtk,
+    free_port,
+    poll_until,
+    require_tool,
+)
 
 VERIFICATION = "1.2.840.10008.1.1"
 CLIENTS = ("127.0.0.1", "127.0.0.5", "127.0.0.9")
@@ -30,11 +37,7 @@ RULE_SETS = {
 
 
 def tcpdmatch_allows(folder: Path, daemon: str, client: str) -> bool:
-    tool = shutil.which("tcpdmatch") or "/usr/sbin/tcpdmatch"
-    if not os.path.exists(tool):
-        if os.environ.get("CI") == "true":
-            pytest.fail("tcpdmatch is missing on CI")
-        pytest.skip("tcpdmatch is not installed")
+    tool = require_tool("tcpdmatch", "/usr/sbin/tcpdmatch")
     out = subprocess.run(
         [tool, "-d", daemon, client], cwd=folder, capture_output=True, text=True, check=False
     ).stdout

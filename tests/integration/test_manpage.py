@@ -8,9 +8,7 @@ skips it elsewhere.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +18,7 @@ import pytest
 
 from storescpd.options import OPTIONS, Opt
 from storescpd.recvoptions import OPTIONS_DCMRECV
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "man" / "storescpd.8"
@@ -38,12 +37,7 @@ def load_generator() -> ModuleType:
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is missing on CI")
-        pytest.skip(f"{name} is not installed")
-    return path
+    return require_tool(name)
 
 
 def page_text(page: Path = PAGE) -> str:

@@ -17,7 +17,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from tests.conftest import _accepts_connections, free_port, poll_until, run_dcmtk
+from tests.conftest import _accepts_connections, free_port, poll_until, require_tool, run_dcmtk
 
 
 def make_instances(source: Path, folder: Path, count: int) -> list[Path]:
@@ -74,11 +74,7 @@ def socket_activate(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
 def test_inetd_under_systemd_socket_activate(
     socket_activate: list[subprocess.Popen[str]], ct_small: Path, tmp_path: Path
 ) -> None:
-    tool = shutil.which("systemd-socket-activate")
-    if tool is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("systemd-socket-activate is missing on CI")
-        pytest.skip("systemd-socket-activate is not installed")
+    tool = require_tool("systemd-socket-activate")
     od = tmp_path / "od"
     od.mkdir()
     port = free_port()
@@ -136,11 +132,7 @@ service storescpd-test
 def test_inetd_under_xinetd(ct_small: Path, tmp_path: Path, wait: str, mode: str) -> None:
     """nowait: one storescpd per connection on fd 0; wait: the listener on fd 0, served by a
     pool until xinetd stops it."""
-    xinetd = shutil.which("xinetd") or "/usr/sbin/xinetd"
-    if not os.path.exists(xinetd):
-        if os.environ.get("CI") == "true":
-            pytest.fail("xinetd is missing on CI")
-        pytest.skip("xinetd is not installed")
+    xinetd = require_tool("xinetd", "/usr/sbin/xinetd")
     if os.geteuid() != 0:
         pytest.skip("xinetd needs root")
     od = tmp_path / "od"

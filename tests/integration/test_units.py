@@ -11,7 +11,6 @@ import os
 import re
 import select
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import _accepts_connections, free_port, poll_until, run_dcmtk
+from tests.conftest import _accepts_connections, free_port, poll_until, require_tool, run_dcmtk
 from tests.integration.test_modes import stored, storescpd_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -35,16 +34,6 @@ STATE_DIRECTORY = "/var/lib/storescpd"
 MAX_EXPOSURE = 2.5
 CT_SMALL_NAME = "CT.1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
 NOTIFY_TIMEOUT = 20.0
-
-
-def require_tool(name: str, fallback: str | None = None) -> str:
-    """Path of a system tool; a missing tool fails under CI and skips elsewhere."""
-    path = shutil.which(name) or fallback
-    if path is None or not os.path.exists(path):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is missing on CI")
-        pytest.skip(f"{name} is not installed")
-    return path
 
 
 def unit_settings(path: Path) -> dict[tuple[str, str], list[str]]:
