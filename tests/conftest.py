@@ -271,15 +271,32 @@ def start_dcmtk_storescp(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    server = Server(proc, port, od, log)
+    return await_listening(Server(proc, port, od, log), f"DCMTK {tool}", 10)
+
+
+def await_listening(server: Server, name: str, timeout: float) -> Server:
+    """Wait until a server that announces nothing accepts connections on its port; a server
+    that exits or never listens is killed and fails the test with its log."""
+    proc = server.proc
     try:
-        poll_until(lambda: proc.poll() is not None or _accepts_connections(port), 10, tool)
+        poll_until(lambda: proc.poll() is not None or _accepts_connections(server.port),
+                   timeout, name)  # fmt: skip
     except TimeoutError:
         server.stop(signal.SIGKILL)
         raise
     if proc.poll() is not None:
-        raise AssertionError(f"DCMTK {tool} exited early:\n{server.log}")
+        raise AssertionError(f"{name} exited early:\n{server.log}")
     return server
+
+
+@pytest.fixture
+def socket_activate() -> Iterator[list[subprocess.Popen[str]]]:
+    """systemd-socket-activate processes a test starts, stopped after it."""
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
 
 
 @pytest.fixture

@@ -31,9 +31,8 @@ import pytest
 
 from tests.conftest import (
     Server,
-    _accepts_connections,
+    await_listening,
     free_port,
-    poll_until,
     run_dcmtk,
     start_dcmtk_storescp,
     start_storescpd,
@@ -144,15 +143,7 @@ def start_pynetdicom_storescp(args: Sequence[str], od: Path, log: Path) -> Serve
             "-od", str(od), str(port)]  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(proc, port, od, log)
-    try:
-        poll_until(lambda: proc.poll() is not None or _accepts_connections(port), 20, "storescp")
-    except TimeoutError:
-        server.stop(signal.SIGKILL)
-        raise
-    if proc.poll() is not None:
-        raise AssertionError(f"pynetdicom's storescp exited early:\n{server.log}")
-    return server
+    return await_listening(Server(proc, port, od, log), "pynetdicom's storescp", 20)
 
 
 @pytest.fixture(scope="module", params=list(MODES))

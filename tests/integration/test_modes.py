@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -60,15 +59,6 @@ def storescpd_command() -> str:
     if not os.path.exists(path):
         pytest.fail("the storescpd console script is not installed (pip install -e .)")
     return path
-
-
-@pytest.fixture
-def socket_activate(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
 
 
 def test_inetd_under_systemd_socket_activate(

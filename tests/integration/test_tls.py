@@ -15,7 +15,6 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,18 +99,8 @@ def test_storescu_stores_over_tls(
     assert "peer commonName=client" in server.log
 
 
-@pytest.fixture
-def activator() -> Iterator[list[subprocess.Popen[str]]]:
-    """systemd-socket-activate processes, stopped after the test."""
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-
-
 def test_inetd_mode_does_the_handshake(
-    activator: list[subprocess.Popen[str]], pki: Pki, ct_small: Path, tmp_path: Path
+    socket_activate: list[subprocess.Popen[str]], pki: Pki, ct_small: Path, tmp_path: Path
 ) -> None:
     tool = require_tool("systemd-socket-activate")
     od = tmp_path / "od"
@@ -124,7 +113,7 @@ def test_inetd_mode_does_the_handshake(
          *pki.server(), "-od", str(od)],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    activator.append(proc)
+    socket_activate.append(proc)
     assert proc.stderr is not None
     assert "Listening on" in proc.stderr.readline()
     assert echo(port).returncode != 0  # plain TCP: that one process ends, the next is fresh
