@@ -41,6 +41,12 @@ def dcmtk(tool: str) -> str:
     return str(path)
 
 
+def files_under(root: Path) -> list[Path]:
+    """The files below ``root``, skipping folders that vanish while they are listed (a child
+    process removing its spool directory as it leaves)."""
+    return [Path(folder, name) for folder, _, names in os.walk(root) for name in names]
+
+
 def require_tool(name: str, fallback: str | None = None) -> str:
     """Path of a system tool (``fallback`` where PATH lacks it, e.g. /usr/sbin); a missing tool
     fails the test under ``CI=true`` and skips it elsewhere."""

@@ -24,7 +24,7 @@ import pytest
 
 from tests.battery.conftest import AGAINST_REFERENCE, PATIENCE, BatteryServer, start_battery_server
 from tests.battery.rawpeer import RawPeer, associate_rq, explicit_element, uid
-from tests.conftest import poll_until
+from tests.conftest import files_under, poll_until
 
 if AGAINST_REFERENCE:
     pytest.skip("hostile content is storescpd's battery only", allow_module_level=True)
@@ -90,7 +90,7 @@ class Hostile:
 
 
 def spool(root: Path) -> list[Path]:
-    return [p for p in (root / "tmp").rglob("*") if p.is_file()]
+    return files_under(root / "tmp")
 
 
 HOOK = (

@@ -55,7 +55,7 @@ from tests.battery.rawpeer import (
     us,
     user_information,
 )
-from tests.conftest import poll_until
+from tests.conftest import files_under, poll_until
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 CT_CONTEXT = 3  # DEFAULT_CONTEXTS: 1 Verification, 3 CT Image Storage
@@ -449,7 +449,7 @@ def assert_no_spool_left(bserver: BatteryServer) -> None:
 
 
 def spool_files(tmp: Path) -> list[Path]:
-    return [p for p in tmp.rglob("*") if p.is_file()]
+    return files_under(tmp)
 
 
 # --------------------------------------------------------------------------------------------
