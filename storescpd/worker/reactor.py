@@ -9,7 +9,11 @@ burns CPU (PYNETDICOM.md §4.3). :func:`make_event_driven` converts a freshly cr
   its event and provider queues writes to (puts come from the Association thread: responses,
   A-ABORT, A-RELEASE-RP, connection close);
 * the Association thread blocks on an event that every put into the DIMSE message queue and the
-  DUL's user queue sets, and that the DUL thread sets when it ends.
+  DUL's user queue sets, and that the DUL thread sets when its state changes or it ends;
+* a C-STORE or C-ECHO request, once its last fragment is in, is served by the DUL thread itself
+  (:class:`_InlineQueue`), so receiving an object, storing it and answering it costs no thread
+  hand-off: the two threads would otherwise contend for the GIL and wake each other for every
+  message. Other requests still go to the Association thread, as in pynetdicom.
 
 Both waits still wake on a short deadline so pynetdicom's ARTIM and idle timers keep firing.
 The loops keep pynetdicom's order of work (its state machine, PDU codec, DIMSE and ACSE
@@ -35,6 +39,7 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
+from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket
@@ -80,6 +85,49 @@ class _WakingQueue(queue.Queue[Any]):
         self._wake()
 
 
+class _InlineQueue(_WakingQueue):
+    """The DIMSE message queue, from which the DUL thread keeps back a request it serves itself.
+
+    A put by the DUL thread (the only thread that decodes messages) of a C-STORE or C-ECHO
+    request on an accepted presentation context is held in :attr:`held` instead of queued, as
+    long as nothing is queued before it and the Association thread is not serving another
+    request, so the order of requests is kept. The DUL thread serves the held request once the
+    state machine's action that decoded it has returned (:meth:`EventDrivenDUL._serve_held`).
+    """
+
+    def __init__(self, assoc: Any, wake: Any, items: Any = ()) -> None:
+        super().__init__(wake, items)
+        self.assoc = assoc
+        self.owner: int | None = None  # the DUL thread, once it runs
+        self.held: tuple[int, Any] | None = None
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if self._may_hold(item):
+            self.held = item
+            return
+        super().put(item, block, timeout)
+
+    def _may_hold(self, item: Any) -> bool:
+        if threading.get_ident() != self.owner or self.held is not None or self.queue:
+            return False
+        assoc = self.assoc
+        context_id, msg = item
+        return (
+            type(msg) in _INLINE_REQUESTS
+            and not assoc.serving
+            and not assoc._sent_release
+            and context_id in assoc._accepted_cx
+            and msg.is_valid_request
+        )
+
+    def take_held(self) -> tuple[int, Any] | None:
+        held, self.held = self.held, None
+        return held
+
+
+_INLINE_REQUESTS = (C_STORE, C_ECHO)
+
+
 class _Doorbell:
     """A self-pipe: ``ring`` from any thread wakes a ``poll()`` on :attr:`fd`.
 
@@ -115,6 +163,7 @@ class EventDrivenDUL(DULServiceProvider):
 
     doorbell: _Doorbell
     wake_user: threading.Event
+    messages: _InlineQueue
 
     def run(self) -> None:
         # pynetdicom made the thread with target=<its own run_reactor>, bound before the swap.
@@ -140,7 +189,7 @@ class EventDrivenDUL(DULServiceProvider):
         return True
 
     def _serve_events(self) -> None:
-        self.doorbell.owner = threading.get_ident()
+        self.doorbell.owner = self.messages.owner = threading.get_ident()
         self._idle_timer.start()
         poller = select.poll()
         poller.register(self.doorbell.fd, select.POLLIN)
@@ -167,9 +216,23 @@ class EventDrivenDUL(DULServiceProvider):
             except queue.Empty:
                 watched = self._wait(poller, watched)
                 continue
+            state = self.state_machine.current_state
             self.state_machine.do_action(event)
-            if not self.wake_user.is_set():  # set and not yet cleared: it will look anyway
-                self.wake_user.set()
+            if self.state_machine.current_state != state and not self.wake_user.is_set():
+                self.wake_user.set()  # the Association thread looks at the new state
+            held = self.messages.take_held()
+            if held is not None:
+                self._serve_held(*held)
+
+    def _serve_held(self, context_id: int, msg: Any) -> None:
+        """Serve a request :class:`_InlineQueue` kept back, as the Association thread would."""
+        assoc = self.assoc
+        assoc.serving = True  # the Association thread leaves the idle timer alone meanwhile
+        try:
+            assoc._serve_request(msg, context_id)
+        finally:
+            assoc.serving = False
+            self._idle_timer.restart()
 
     def _wait(self, poller: select.poll, watched: int) -> int:
         """Block until the peer sends, a queue is fed, or the next timer check is due."""
@@ -219,6 +282,7 @@ class EventDrivenAssociation(Association):
 
     wake_user: threading.Event
     doorbell: _Doorbell
+    serving = False  # a request is being served, by either thread
 
     def kill(self) -> None:
         """End both threads' loops; returns once the DUL thread has stopped."""
@@ -257,7 +321,11 @@ class EventDrivenAssociation(Association):
         """Serve one DIMSE message, or end the association; True when it has ended."""
         context_id, msg = self.dimse.get_msg(block=False)
         if msg:
-            self._serve_request(msg, context_id)  # type: ignore[arg-type]
+            self.serving = True
+            try:
+                self._serve_request(msg, context_id)  # type: ignore[arg-type]
+            finally:
+                self.serving = False
         if self.is_established and self.acse.is_release_requested():
             self.acse.send_release(is_response=True)
             _PYNETDICOM_LOG.info("Association Released")
@@ -278,7 +346,7 @@ class EventDrivenAssociation(Association):
         if not self.dul.is_alive():
             self.kill()
             return True
-        if self.dul.idle_timer_expired():
+        if not self.serving and self.dul.idle_timer_expired():
             _PYNETDICOM_LOG.error("Network timeout reached")
             if self.network_timeout_response == "A-RELEASE":
                 self.release()
@@ -310,7 +378,8 @@ def make_event_driven(assoc: Association) -> None:
     dul.event_queue = _WakingQueue(doorbell.ring, dul.event_queue.queue)
     dul.to_provider_queue = _WakingQueue(doorbell.ring, dul.to_provider_queue.queue)
     dul.to_user_queue = _WakingQueue(wake_user.set, dul.to_user_queue.queue)
-    assoc.dimse.msg_queue = _WakingQueue(wake_user.set, assoc.dimse.msg_queue.queue)
+    messages = _InlineQueue(assoc, wake_user.set, assoc.dimse.msg_queue.queue)
+    assoc.dimse.msg_queue = dul.messages = messages
 
 
 def release(assoc: Association) -> None:
