@@ -227,6 +227,7 @@ class EventDrivenDUL(DULServiceProvider):
     def _serve_held(self, context_id: int, msg: Any) -> None:
         """Serve a request :class:`_InlineQueue` kept back, as the Association thread would."""
         assoc = self.assoc
+        assert isinstance(assoc, EventDrivenAssociation)
         assoc.serving = True  # the Association thread leaves the idle timer alone meanwhile
         try:
             assoc._serve_request(msg, context_id)
