@@ -86,6 +86,7 @@ class Draining:
 
     conn: socket.socket
     deadline: float
+    forgotten: bool = False
 
 
 class StopNow(BaseException):
@@ -187,7 +188,8 @@ class SingleProcessServer:
             self._drain_signals()
         elif key.data is Source.LISTENER and not self.stopping:
             self._accept(key.fileobj)  # type: ignore[arg-type]
-        elif isinstance(key.data, Draining):
+        elif isinstance(key.data, Draining) and not key.data.forgotten:
+            # (an accept earlier in the same batch may have forgotten it to make room)
             self._drain(key.data)
 
     def _next_wakeup(self) -> float | None:
@@ -365,6 +367,9 @@ class SingleProcessServer:
         self._forget(item)
 
     def _forget(self, item: Draining) -> None:
+        if item.forgotten:
+            return
+        item.forgotten = True
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(item.conn)
         item.conn.close()

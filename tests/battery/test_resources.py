@@ -179,7 +179,7 @@ def test_waves_of_connect_and_close_leave_the_master_as_it_was(storescpd) -> Non
     assert "(--max-associations-per-host)" in server.log, "the waves never reached the master"
     # A flood of connections must not become a flood of log lines.
     assert server.log.count("rejecting association from 127.0.0.2") < 20, server.log[-2000:]
-    assert echo_to(server.port, "127.0.0.1")
+    assert echo_to(server.port, "127.0.0.1"), server.log[-6000:]
 
 
 def test_a_master_short_of_descriptors_neither_spins_nor_dies(
