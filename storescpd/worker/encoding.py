@@ -353,6 +353,213 @@ def _needs_rewrite(elements: list[Element], fmt: OutputFormat, syn: Syntax) -> b
     return False
 
 
+# ----------------------------------------------------------------------------- the fast look
+
+IDENTITY_TAGS: Final = frozenset(
+    {0x00080005, 0x00080016, 0x00080018, 0x0020000D, 0x00100010, 0x00080021}
+)
+"""Top-level elements whose values the C-STORE handler needs (see :func:`_identity`)."""
+
+_HEAD: Final = struct.Struct("<HH2sH")  # tag, VR, short length (explicit little endian)
+_HEAD_IMPLICIT: Final = struct.Struct("<HHI")
+_LONG: Final = struct.Struct("<I")
+_SHORT_VRS: Final = frozenset(
+    vr.encode() for vr in ("AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO",
+                           "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US")
+)  # fmt: skip
+_LONG_VR_BYTES: Final = frozenset(vr.encode() for vr in LONG_VRS)
+_public_sq: dict[int, bool] = {}
+
+
+class _NotRaw(Exception):
+    """The fast look cannot vouch for a raw copy: the full parser decides."""
+
+
+def _is_public_sq(tag: int) -> bool:
+    known = _public_sq.get(tag)
+    if known is None:
+        try:
+            known = dictionary_VR(tag) == "SQ"
+        except KeyError:
+            known = False
+        if len(_public_sq) < 8192:  # a peer inventing tags must not grow it without end
+            _public_sq[tag] = known
+    return known
+
+
+_private_sq: dict[tuple[int, str], bool] = {}
+
+
+def _is_private_sq(tag: int, creator: str) -> bool:
+    key = (tag & 0xFFFF00FF, creator)  # the creator's block does not change the VR
+    known = _private_sq.get(key)
+    if known is None:
+        try:
+            known = private_dictionary_VR(tag, creator) == "SQ"
+        except KeyError:
+            known = False
+        if len(_private_sq) < 8192:
+            _private_sq[key] = known
+    return known
+
+
+class _RawLook:
+    """Walks an in-memory little endian data set without building a tree, to confirm that
+    DCMTK would write it back byte for byte (what :func:`_needs_rewrite` says of the full
+    parse) and to pick up the identity values. Anything unusual raises :class:`_NotRaw`:
+    it may be stricter than the full parser, never more lenient.
+
+    Only for output formats :func:`_fast_look_applies` accepts.
+    """
+
+    def __init__(self, buf: memoryview, implicit: bool, length_explicit: bool) -> None:
+        self.buf = buf
+        self.implicit = implicit
+        self.length_explicit = length_explicit
+        self.creators: dict[tuple[int, int], str] = {}
+        self.found: dict[int, bytes] = {}
+
+    def elements(self, pos: int, stop: int | None, depth: int) -> int:
+        """Check the elements from ``pos`` up to ``stop``, or up to an item delimiter when
+        ``stop`` is None; return where they (and the delimiter) end."""
+        buf = self.buf
+        limit = len(buf) if stop is None else stop
+        top = depth == 0
+        while pos < limit:
+            if pos + 8 > limit:
+                raise _NotRaw
+            if self.implicit:
+                group, elem, length = _HEAD_IMPLICIT.unpack_from(buf, pos)
+                vr = b""
+            else:
+                group, elem, vr, length = _HEAD.unpack_from(buf, pos)
+            pos += 8
+            if group == 0xFFFE:
+                if stop is None and elem == 0xE00D:
+                    return pos
+                raise _NotRaw  # a stray delimiter
+            tag = group << 16 | elem
+            if elem == 0 or tag == PADDING:
+                raise _NotRaw  # group lengths are recalculated, padding is dropped
+            if self.implicit:
+                if length == UNDEFINED:
+                    vr = b"SQ"  # an SQ, or UN holding implicit items
+                elif group & 1:
+                    vr = self._private(group, elem, pos, length)
+                elif _is_public_sq(tag):
+                    vr = b"SQ"
+            elif vr in _LONG_VR_BYTES:
+                if pos + 4 > limit:
+                    raise _NotRaw
+                (length,) = _LONG.unpack_from(buf, pos)
+                pos += 4
+            elif vr not in _SHORT_VRS:
+                raise _NotRaw  # an unknown VR: the full parser knows what to make of it
+            if tag == PIXEL_DATA and length == UNDEFINED:
+                pos = self.fragments(pos, limit)
+                continue
+            if vr == b"SQ":
+                if depth == MAX_NESTING or (length == UNDEFINED) == self.length_explicit:
+                    raise _NotRaw
+                pos = self.sequence(pos, length, limit, depth + 1)
+                continue
+            if length == UNDEFINED:
+                raise _NotRaw  # items under another VR are written as SQ
+            end = pos + length
+            if end > limit:
+                raise _NotRaw
+            if top and tag in IDENTITY_TAGS and vr != b"UN":
+                self.found[tag] = bytes(buf[pos:end])
+            pos = end
+        if stop is None or pos != stop:
+            raise _NotRaw
+        return pos
+
+    def _private(self, group: int, elem: int, pos: int, length: int) -> bytes:
+        """The implicit VR of a private element, as far as it matters here (SQ or not)."""
+        if 0x10 <= elem <= 0xFF:
+            if length <= INLINE_LIMIT:
+                value = bytes(self.buf[pos : pos + length])
+                self.creators[(group, elem)] = value.decode("latin-1").strip(" \0")
+            return b"LO"
+        creator = self.creators.get((group, elem >> 8))
+        if creator is None:
+            return b"UN"
+        return b"SQ" if _is_private_sq(group << 16 | elem, creator) else b""
+
+    def sequence(self, pos: int, length: int, limit: int, depth: int) -> int:
+        """Check a sequence's items; only the length form the output keeps is accepted."""
+        buf = self.buf
+        if length != UNDEFINED:
+            stop = pos + length
+            if stop > limit:
+                raise _NotRaw
+            while pos < stop:
+                if pos + 8 > stop:
+                    raise _NotRaw
+                group, elem, item_length = _HEAD_IMPLICIT.unpack_from(buf, pos)
+                pos += 8
+                if group != 0xFFFE or elem != 0xE000 or item_length == UNDEFINED:
+                    raise _NotRaw
+                end = pos + item_length
+                if end > stop:
+                    raise _NotRaw
+                pos = self.elements(pos, end, depth)
+            return pos
+        while True:
+            if pos + 8 > limit:
+                raise _NotRaw
+            group, elem, item_length = _HEAD_IMPLICIT.unpack_from(buf, pos)
+            pos += 8
+            if group != 0xFFFE:
+                raise _NotRaw
+            if elem == 0xE0DD:
+                return pos
+            if elem != 0xE000 or item_length != UNDEFINED:
+                raise _NotRaw
+            pos = self.elements(pos, None, depth)
+
+    def fragments(self, pos: int, limit: int) -> int:
+        buf = self.buf
+        while True:
+            if pos + 8 > limit:
+                raise _NotRaw
+            group, elem, length = _HEAD_IMPLICIT.unpack_from(buf, pos)
+            pos += 8
+            if group == 0xFFFE and elem == 0xE0DD:
+                return pos
+            if group != 0xFFFE or elem != 0xE000 or length == UNDEFINED:
+                raise _NotRaw
+            pos += length
+            if pos > limit:
+                raise _NotRaw
+
+
+def _fast_look_applies(fmt: OutputFormat, in_syn: Syntax, same_syntax: bool) -> bool:
+    """Whether :class:`_RawLook` may decide: output options that keep a data set as received
+    unless it holds padding, group lengths or the other length form of sequences."""
+    return (
+        same_syntax
+        and in_syn.little
+        and not in_syn.deflated
+        and not fmt.padding
+        and fmt.group_length != "create"
+        and fmt.enable_new_vr
+        and not fmt.convert_un
+    )
+
+
+def _raw_identity(buf: memoryview, syn: Syntax, fmt: OutputFormat) -> dict[int, bytes] | None:
+    """The identity values of a data set that is written back as received, or None when the
+    full parser must look (the data set needs re-encoding, or is unusual or broken)."""
+    look = _RawLook(buf, syn.implicit, fmt.length_explicit)
+    try:
+        look.elements(0, len(buf), 0)
+    except (_NotRaw, struct.error):
+        return None
+    return look.found
+
+
 # ----------------------------------------------------------------------------- encoding
 
 
@@ -542,11 +749,15 @@ def _identity(elements: list[Element], src: BinaryIO, raw: bool, convert_un: boo
     """The values the C-STORE handler checks; one received as UN counts only under ``+uc``,
     because DCMTK keeps it UN and then finds no SOP Class/Instance UID (0xC000)."""
     found: dict[int, bytes] = {}
-    wanted = {0x00080005, 0x00080016, 0x00080018, 0x0020000D, 0x00100010, 0x00080021}
     for elem in elements:
-        if elem.tag in wanted and elem.value is not None and (elem.vr != "UN" or convert_un):
+        if elem.tag in IDENTITY_TAGS and elem.value is not None and (
+            elem.vr != "UN" or convert_un
+        ):
             found[elem.tag] = _load(src, elem.value)
+    return _identity_of(found, raw=raw)
 
+
+def _identity_of(found: dict[int, bytes], *, raw: bool) -> Identity:
     def text(tag: int, strip: str = "\0") -> str | None:
         value = found.get(tag)
         return None if value is None else value.decode("latin-1").rstrip(strip)
@@ -559,6 +770,16 @@ def _identity(elements: list[Element], src: BinaryIO, raw: bool, convert_un: boo
         specific_character_set=text(0x00080005, " \0"),
         raw=raw,
         series_date=text(0x00080021, " \0"),
+    )
+
+
+def _meta_for(ident: Identity, out_ts: str, source_ae_title: str) -> bytes:
+    # DCMTK fills what the data set lacks: its private generic class and a new UID
+    return preamble_and_meta(
+        ident.sop_class_uid or PRIVATE_GENERIC_FILE_SOP_CLASS,
+        ident.sop_instance_uid or str(generate_uid()),
+        out_ts,
+        source_ae_title,
     )
 
 
@@ -624,6 +845,15 @@ def _write(
 ) -> Identity:
     in_syn = SYNTAXES.get(network_ts, ENCAPSULATED)
     out_ts, out_syn = _output_syntax(network_ts, fmt)
+    if isinstance(data, io.BytesIO) and _fast_look_applies(fmt, in_syn, out_ts == network_ts):
+        with data.getbuffer() as buf, buf[data.tell() :] as view:
+            found = _raw_identity(view, in_syn, fmt)
+            if found is not None:
+                ident = _identity_of(found, raw=True)
+                if fmt.write_file:
+                    out.write(_meta_for(ident, out_ts, source_ae_title))
+                out.write(view)
+                return ident
     start = data.tell()
     end = data.seek(0, 2)
     data.seek(start)
@@ -642,13 +872,7 @@ def _write(
     ident = _identity(elements, data, raw, fmt.convert_un)
     meta = b""
     if fmt.write_file:
-        # DCMTK fills what the data set lacks: its private generic class and a new UID
-        meta = preamble_and_meta(
-            ident.sop_class_uid or PRIVATE_GENERIC_FILE_SOP_CLASS,
-            ident.sop_instance_uid or str(generate_uid()),
-            out_ts,
-            source_ae_title,
-        )
+        meta = _meta_for(ident, out_ts, source_ae_title)
         out.write(meta)
     if raw:
         if copy_file_bytes(data, out, start, end - start):
