@@ -48,8 +48,8 @@ def data_set_bytes(name: str, implicit: bool, undefined: bool, as_sent: bool = F
     storescu sends it."""
     ds = pydicom.dcmread(TEST_FILES / name, force=True)
     if as_sent:
-        for tag in [t for t in ds.keys() if t == 0xFFFCFFFC or t.element == 0]:
-            del ds[tag]
+        for elem in [e for e in ds if e.tag == 0xFFFCFFFC or e.tag.element == 0]:
+            del ds[elem.tag]
     for elem in ds.iterall():
         if elem.VR == "SQ":
             elem.is_undefined_length = undefined
