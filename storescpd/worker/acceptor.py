@@ -33,7 +33,7 @@ from pynetdicom.transport import AssociationServer
 
 from storescpd import tls
 from storescpd.asconfig import Profile
-from storescpd.fsio import spool_prefix
+from storescpd.fsio import SpareFile, spool_prefix
 from storescpd.options import Options
 from storescpd.proctitle import set_title
 from storescpd.worker import reactor
@@ -406,8 +406,9 @@ class Acceptor:
 
     def _handlers(self, state: _Association) -> list[Any]:
         opts = self.opts
+        spare = None if opts.ignore else self.storage.spare
         handlers: list[Any] = [
-            (evt.EVT_CONN_OPEN, lambda event: _capture(state, event)),
+            (evt.EVT_CONN_OPEN, lambda event: _capture(state, event, spare)),
             (evt.EVT_REQUESTED, lambda event: self._on_requested(state, event)),
             (evt.EVT_ACCEPTED, lambda event: self._on_accepted(state, event)),
             (evt.EVT_CONN_CLOSE, lambda event: self._on_closed(state)),
@@ -577,10 +578,10 @@ def _control_headers(pdu: P_DATA_TF) -> list[int]:
     return [item.presentation_data_value[0] for item in items if item.presentation_data_value]
 
 
-def _capture(state: _Association, event: evt.Event) -> None:
+def _capture(state: _Association, event: evt.Event, spare: SpareFile | None) -> None:
     # EVT_CONN_OPEN comes before the Association thread starts: the moment to swap its loops.
     if _EVENT_DRIVEN:
-        reactor.make_event_driven(event.assoc)
+        reactor.make_event_driven(event.assoc, idle=spare)
     state.assoc = event.assoc
     state.watch = OpeningWatch(event.assoc)
     guard_dimse(event.assoc)

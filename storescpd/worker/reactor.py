@@ -33,7 +33,7 @@ import os
 import queue
 import select
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 from pynetdicom import evt
 from pynetdicom.association import Association
@@ -164,6 +164,7 @@ class EventDrivenDUL(DULServiceProvider):
     doorbell: _Doorbell
     wake_user: threading.Event
     messages: _InlineQueue
+    idle_task: IdleTask | None = None
 
     def run(self) -> None:
         # pynetdicom made the thread with target=<its own run_reactor>, bound before the swap.
@@ -234,6 +235,9 @@ class EventDrivenDUL(DULServiceProvider):
         finally:
             assoc.serving = False
             self._idle_timer.restart()
+        idle = self.idle_task
+        if idle is not None and idle.wanted and isinstance(msg, C_STORE):
+            idle.prepare()  # the response is out: the next store's file, while the peer sends
 
     def _wait(self, poller: select.poll, watched: int) -> int:
         """Block until the peer sends, a queue is fed, or the next timer check is due."""
@@ -251,6 +255,9 @@ class EventDrivenDUL(DULServiceProvider):
             return watched  # TLS has decrypted bytes select() cannot see
         if not self.to_provider_queue.empty() or not self.event_queue.empty():
             return watched
+        idle = self.idle_task
+        if idle is not None and idle.wanted and not poller.poll(0):
+            idle.prepare()  # nothing to read yet: the peer's turn is ours to use
         timeout = LONGEST_WAIT
         if self.artim_timer._start_time is not None and self.artim_timer._end_time is None:
             timeout = max(0.0, min(timeout, self.artim_timer.remaining))
@@ -358,8 +365,19 @@ class EventDrivenAssociation(Association):
         return False
 
 
-def make_event_driven(assoc: Association) -> None:
-    """Convert ``assoc`` (created, not yet started) and its DUL to the event-driven loops."""
+class IdleTask(Protocol):
+    """Work the DUL thread does when it would otherwise wait for the peer (e.g. making the
+    next store's file, :class:`storescpd.fsio.SpareFile`)."""
+
+    @property
+    def wanted(self) -> bool: ...
+
+    def prepare(self) -> None: ...
+
+
+def make_event_driven(assoc: Association, idle: IdleTask | None = None) -> None:
+    """Convert ``assoc`` (created, not yet started) and its DUL to the event-driven loops;
+    ``idle`` runs whenever the DUL thread is about to wait with nothing to read."""
     wake_user = threading.Event()
     doorbell = _Doorbell()
     dul = assoc.dul
@@ -373,6 +391,7 @@ def make_event_driven(assoc: Association) -> None:
             dul.socket.socket.read_ahead = READ_AHEAD
     assert isinstance(dul, EventDrivenDUL) and isinstance(assoc, EventDrivenAssociation)
     dul.doorbell = doorbell
+    dul.idle_task = idle
     dul.wake_user = wake_user
     assoc.wake_user = wake_user
     assoc.doorbell = doorbell

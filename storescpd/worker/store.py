@@ -30,7 +30,13 @@ from pydicom.uid import generate_uid
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_STORE
 
-from storescpd.fsio import AtomicFile, copy_stream, fsync_directory, make_directories
+from storescpd.fsio import (
+    AtomicFile,
+    SpareFile,
+    copy_stream,
+    fsync_directory,
+    make_directories,
+)
 from storescpd.naming import (
     SHORT_NAME_ATTEMPTS,
     TimeNamer,
@@ -94,6 +100,7 @@ class Storage:
             compression_level=opts.compression_level,
             write_file=opts.write_file,
         )
+        self.spare = SpareFile(self.directory)  # the next file, made while the peer sends
         self.time_namer = TimeNamer()
         self.started = int(time.time())  # the first half of dcmrecv's +fsu names
         self.last_path = ""  # the last file name chosen, for --exec-on-reception's #f
@@ -195,7 +202,7 @@ class Storage:
         calling_ae: str,
     ) -> int:
         log.info("storing DICOM file: %s", path)
-        with AtomicFile(path, sync=not self.opts.no_sync) as target:
+        with AtomicFile(path, sync=not self.opts.no_sync, spare=self.spare) as target:
             assert target.file is not None
             if self.opts.bit_preserving:
                 if self.opts.write_file:

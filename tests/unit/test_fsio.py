@@ -172,3 +172,47 @@ def test_dead_temporary_owners_names_writers_that_no_longer_run(tmp_path: Path) 
     (tmp_path / f"{TEMP_PREFIX}CT.1.3.{os.getpid()}-0123abcd.part").write_bytes(b"")  # alive
     (tmp_path / f"CT.1.4.{gone.pid}-0123abcd.part").write_bytes(b"")  # not ours: no prefix
     assert fsio.dead_temporary_owners(str(tmp_path)) == {gone.pid}
+
+
+def test_a_spare_file_becomes_the_next_file(tmp_path: Path) -> None:
+    """A spare made while waiting is named only when the store begins, and is the stored file."""
+    spare = fsio.SpareFile(str(tmp_path))
+    spare.prepare()
+    if not spare.supported:
+        pytest.skip("no O_TMPFILE here")
+    assert not spare.wanted and os.listdir(tmp_path) == []  # unnamed until used
+    final = tmp_path / "CT.1.2.3"
+    with fsio.AtomicFile(str(final), spare=spare) as target:
+        assert target.file is not None
+        assert [n for n in os.listdir(tmp_path) if n.endswith(fsio.TEMP_SUFFIX)]
+        target.file.write(b"data")
+        target.commit()
+    assert final.read_bytes() == b"data" and os.listdir(tmp_path) == ["CT.1.2.3"]
+    assert spare.wanted
+
+
+def test_a_spare_on_another_file_system_is_not_used(tmp_path: Path) -> None:
+    """linkat cannot cross file systems: the file is created in place, spares stay on."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another file system")
+    spare = fsio.SpareFile(str(shm))
+    spare.prepare()
+    if not spare.supported:
+        pytest.skip("no O_TMPFILE in /dev/shm")
+    final = tmp_path / "CT.1.2.4"
+    with fsio.AtomicFile(str(final), spare=spare) as target:
+        assert target.file is not None
+        target.file.write(b"data")
+        target.commit()
+    assert final.read_bytes() == b"data" and spare.supported and spare.wanted
+
+
+def test_a_discarded_spare_file_leaves_nothing(tmp_path: Path) -> None:
+    spare = fsio.SpareFile(str(tmp_path))
+    spare.prepare()
+    with fsio.AtomicFile(str(tmp_path / "CT.1.2.5"), spare=spare):
+        pass  # no commit: a failure status
+    spare.prepare()
+    spare.close()
+    assert os.listdir(tmp_path) == []
