@@ -38,7 +38,6 @@ class SpareFile:
         self.directory = directory
         self.fd = -1
         self.supported = hasattr(os, "O_TMPFILE")
-        self._fds_of = (-1, -1)  # (pid, descriptor of /proc/self/fd as that pid opened it)
 
     @property
     def wanted(self) -> bool:
@@ -62,8 +61,14 @@ class SpareFile:
         if fd < 0:
             return None
         try:
-            # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N names an O_TMPFILE file (open(2)).
-            os.link(str(fd), path, src_dir_fd=self._proc_fds(), follow_symlinks=True)
+            # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N names an O_TMPFILE file (open(2));
+            # a directory descriptor makes os.link call linkat, not link. Opened each time, so
+            # an idle worker holds no descriptor but the spare.
+            fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.link(str(fd), path, src_dir_fd=fds, follow_symlinks=True)
+            finally:
+                os.close(fds)
         except OSError as err:
             os.close(fd)
             if err.errno != errno.EXDEV:  # another file system is a reason for this file only
@@ -71,13 +76,6 @@ class SpareFile:
                 self.supported = False
             return None
         return fd
-
-    def _proc_fds(self) -> int:
-        pid, fds = self._fds_of
-        if pid != os.getpid():  # a descriptor inherited over fork() names the parent's table
-            fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            self._fds_of = (os.getpid(), fds)
-        return fds
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1

@@ -237,7 +237,7 @@ def test_bounded_soak_keeps_descriptors_and_memory_flat(
         with ThreadPoolExecutor(2) as pool:
             results = list(pool.map(lambda batch: send(server.port, batch), part))
         failed = [r.stderr for r in results if r.returncode != 0]
-        assert not failed, failed[:2]
+        assert not failed, (failed[:2], server.log[-4000:])
 
     run(warm_up)
     before = footprint(server.pid)
