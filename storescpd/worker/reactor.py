@@ -13,7 +13,10 @@ burns CPU (PYNETDICOM.md §4.3). :func:`make_event_driven` converts a freshly cr
 * a C-STORE or C-ECHO request, once its last fragment is in, is served by the DUL thread itself
   (:class:`_InlineQueue`), so receiving an object, storing it and answering it costs no thread
   hand-off: the two threads would otherwise contend for the GIL and wake each other for every
-  message. Other requests still go to the Association thread, as in pynetdicom.
+  message. Other requests still go to the Association thread, as in pynetdicom;
+* once a C-STORE response is out, or when it would wait with nothing to read, the DUL thread
+  runs the acceptor's idle task (making the next store's file, :class:`storescpd.fsio.SpareFile`)
+  in the time the peer needs to send.
 
 Both waits still wake on a short deadline so pynetdicom's ARTIM and idle timers keep firing.
 The loops keep pynetdicom's order of work (its state machine, PDU codec, DIMSE and ACSE
