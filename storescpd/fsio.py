@@ -25,6 +25,14 @@ TEMP_SUFFIX = ".part"
 SPOOL_PREFIX = "storescpd-spool-"
 
 
+_THIS_FILE_ONLY = frozenset(
+    {errno.EXDEV, errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EEXIST, errno.ENOSPC,
+     errno.EDQUOT, errno.EROFS, errno.EMLINK}
+)  # fmt: skip
+"""Why a spare may not take a name that says nothing against the next spare (another file
+system, the folder gone or full): the store makes its file the usual way and reports."""
+
+
 class SpareFile:
     """An unnamed file (``O_TMPFILE``) made ahead of the next store, while the worker waits for
     the network: on this kind of disk creating a file costs a few hundred microseconds of
@@ -51,8 +59,11 @@ class SpareFile:
         try:
             self.fd = os.open(self.directory, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o666)
         except OSError as err:
-            log.debug("no spare files in %s: %s", self.directory, err)
-            self.supported = False
+            # Not supported by the file system: never again. Else (the directory removed or
+            # not writable for now) the store itself will say what is wrong.
+            if err.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                log.debug("no spare files in %s: %s", self.directory, err)
+                self.supported = False
 
     def link(self, path: str) -> int | None:
         """Give the spare the name ``path`` and hand its descriptor over; None when there is
@@ -65,16 +76,21 @@ class SpareFile:
             # a directory descriptor makes os.link call linkat, not link. Opened each time, so
             # an idle worker holds no descriptor but the spare.
             fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.link(str(fd), path, src_dir_fd=fds, follow_symlinks=True)
-            finally:
-                os.close(fds)
         except OSError as err:
             os.close(fd)
-            if err.errno != errno.EXDEV:  # another file system is a reason for this file only
+            log.debug("no spare files without /proc: %s", err)
+            self.supported = False
+            return None
+        try:
+            os.link(str(fd), path, src_dir_fd=fds, follow_symlinks=True)
+        except OSError as err:
+            os.close(fd)
+            if err.errno not in _THIS_FILE_ONLY:
                 log.debug("no spare files: cannot name one: %s", err)
                 self.supported = False
             return None
+        finally:
+            os.close(fds)
         return fd
 
     def close(self) -> None:

@@ -216,3 +216,16 @@ def test_a_discarded_spare_file_leaves_nothing(tmp_path: Path) -> None:
     spare.prepare()
     spare.close()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_missing_directory_only_postpones_spares(tmp_path: Path) -> None:
+    """The output directory gone for a while: no spare then, one again once it is back."""
+    folder = tmp_path / "od"
+    spare = fsio.SpareFile(str(folder))
+    spare.prepare()
+    assert spare.wanted  # nothing made, and still wanted
+    folder.mkdir()
+    spare.prepare()
+    if spare.supported:
+        assert not spare.wanted
+    spare.close()
