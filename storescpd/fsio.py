@@ -29,8 +29,9 @@ _THIS_FILE_ONLY = frozenset(
     {errno.EXDEV, errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EEXIST, errno.ENOSPC,
      errno.EDQUOT, errno.EROFS, errno.EMLINK}
 )  # fmt: skip
-"""Why a spare may not take a name that says nothing against the next spare (another file
-system, the folder gone or full): the store makes its file the usual way and reports."""
+"""linkat errors that concern this one name (another file system, the folder gone or full):
+the store makes its file the usual way (and reports what is wrong); later spares are still
+tried."""
 
 
 class SpareFile:
@@ -53,7 +54,8 @@ class SpareFile:
         return self.supported and self.fd < 0
 
     def prepare(self) -> None:
-        """Make the spare now, if there is none (errors only turn spares off)."""
+        """Make the spare now, if there is none. A file system without ``O_TMPFILE`` turns
+        spares off; other errors (the folder missing for now) only skip this one."""
         if not self.wanted:
             return
         try:
