@@ -2,6 +2,8 @@
 
 * :class:`SpillingBuffer` keeps a received data set in memory while it is small and moves it to
   a spool file once it is large, instead of pynetdicom's spool file for every C-STORE.
+* :class:`QuickResponseDIMSE` also reads plain C-STORE/C-ECHO requests itself
+  (:func:`storescpd.worker.responses.decode_request`), and hands pynetdicom the rest.
 * :class:`QuickResponseDIMSE` sends plain C-STORE/C-ECHO responses encoded by
   :mod:`storescpd.worker.responses`, from the Association thread when that is what the DUL
   would do anyway.
@@ -28,7 +30,13 @@ from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
-from storescpd.worker.responses import C_ECHO_RSP, C_STORE_RSP, encode_response
+from storescpd.worker.responses import (
+    C_ECHO_RSP,
+    C_STORE_RQ,
+    C_STORE_RSP,
+    decode_request,
+    encode_response,
+)
 
 
 class SpillingBuffer(io.BytesIO):
@@ -81,9 +89,26 @@ SPILL_WRITE_BUFFER = 1 << 20
 """A spool file is written in pieces this large, not one system call per PDV."""
 
 
+class _PlainRequest:
+    """A C-STORE-RQ or C-ECHO-RQ being received by :class:`QuickResponseDIMSE` itself: what
+    pynetdicom's ``DIMSEMessage`` holds meanwhile, without its pydicom ``Dataset``."""
+
+    _data_set_file = None  # as DIMSEMessage's: no pynetdicom spool file (see guard_dimse)
+
+    def __init__(self, data_set: SpillingBuffer) -> None:
+        self.command = bytearray()
+        self.data_set = data_set
+        self.primitive: C_STORE | C_ECHO | None = None  # once the command set is in
+
+
 class QuickResponseDIMSE(DIMSEServiceProvider):
-    """Receives data sets into a :class:`SpillingBuffer`; sends plain C-STORE and C-ECHO
-    responses encoded by :mod:`storescpd.worker.responses`.
+    """Receives data sets into a :class:`SpillingBuffer`; reads plain C-STORE and C-ECHO
+    requests and sends plain responses with :mod:`storescpd.worker.responses`.
+
+    A request is read here only while nothing watches pynetdicom's message objects
+    (``EVT_DIMSE_RECV``); one whose command set :func:`decode_request` declines, or whose values
+    a primitive refuses, is handed to pynetdicom from its command set on, so it meets the same
+    checks and failures as before.
 
     When the association is established (Sta6), nothing else waits to be sent and no handler
     watches sent PDUs, the Association thread writes the one-PDV P-DATA-TF itself: pynetdicom's
@@ -92,10 +117,52 @@ class QuickResponseDIMSE(DIMSEServiceProvider):
     """
 
     def receive_primitive(self, primitive: Any) -> None:
-        if self.message is None:
-            self.message = DIMSEMessage()
-            self.message.data_set = SpillingBuffer(SPILL_LIMIT)
-        super().receive_primitive(primitive)
+        message: Any = self.message  # DIMSEMessage or _PlainRequest
+        if message is None:
+            if self.assoc.get_handlers(evt.EVT_DIMSE_RECV):
+                message = DIMSEMessage()
+                message.data_set = SpillingBuffer(SPILL_LIMIT)
+            else:
+                message = _PlainRequest(SpillingBuffer(SPILL_LIMIT))
+            self.message = message
+        if type(message) is not _PlainRequest:
+            super().receive_primitive(primitive)
+            return
+        pdvs = primitive.presentation_data_value_list
+        for index, (context_id, data) in enumerate(pdvs):
+            header = data[0]
+            if header & 1:  # command set (PS3.8 E.2)
+                message.command += memoryview(data)[1:]
+                if not header & 2:
+                    continue
+                request = _request_of(bytes(message.command), context_id, message.data_set)
+                if request is None:
+                    self._hand_over(message, context_id, pdvs[index + 1 :])
+                    return
+                message.primitive, has_data_set = request
+                if not has_data_set:
+                    self._received(context_id, request[0])
+                    return  # as pynetdicom: the rest of the P-DATA is not looked at
+            else:
+                message.data_set.write(memoryview(data)[1:])
+                if header & 2 and message.primitive is not None:
+                    self._received(context_id, message.primitive)
+                    return
+
+    def _received(self, context_id: int, request: C_STORE | C_ECHO) -> None:
+        self.message = None
+        self.msg_queue.put((context_id, request))
+
+    def _hand_over(self, message: _PlainRequest, context_id: int, rest: list[Any]) -> None:
+        """Let pynetdicom decode the message from its complete command set on."""
+        pdata = P_DATA()
+        # The setter takes [ID, bytes] lists only, not tuples.
+        pdvs: Any = [[context_id, b"\x03" + bytes(message.command)], *map(list, rest)]
+        pdata.presentation_data_value_list = pdvs
+        handed = DIMSEMessage()
+        handed.data_set = message.data_set
+        self.message = handed
+        super().receive_primitive(pdata)
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         encoded = _quick_response(primitive)
@@ -123,6 +190,28 @@ class QuickResponseDIMSE(DIMSEServiceProvider):
         # One PDV: message control header 0x03 = command, last fragment.
         pdata.presentation_data_value_list.append((context_id, b"\x03" + encoded))
         dul.send_pdu(pdata)
+
+
+def _request_of(
+    command: bytes, context_id: int, data_set: SpillingBuffer
+) -> tuple[C_STORE | C_ECHO, bool] | None:
+    """The primitive of a plain request and whether a data set follows, or None."""
+    decoded = decode_request(command)
+    if decoded is None:
+        return None
+    field, has_data_set, parameters = decoded
+    request = C_STORE() if field == C_STORE_RQ else C_ECHO()
+    try:
+        for name, value in parameters.items():
+            setattr(request, name, value)  # pynetdicom's checks, as for its own decoding
+    except (ValueError, TypeError):
+        return None
+    if isinstance(request, C_STORE):
+        request.DataSet = data_set  # pynetdicom sets it, data set or not
+    request._context_id = context_id
+    request._dataset_path = None
+    request._dataset_file = None
+    return request, has_data_set
 
 
 # P-DATA-TF with one PDV: PDU type, reserved, PDU length, PDV item length, context ID, header.
