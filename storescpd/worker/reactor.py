@@ -35,6 +35,8 @@ import logging
 import os
 import queue
 import select
+import socket
+import struct
 import threading
 from typing import Any, Protocol
 
@@ -45,14 +47,18 @@ from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
 from storescpd.worker.dimse import BulkReadingSocket, QuickResponseDIMSE
-from storescpd.worker.wire import GuardedSocket
+from storescpd.worker.wire import P_DATA_TF, GuardedSocket, PduGuard, split_pdvs
 
 log = logging.getLogger(__name__)
 # The lines pynetdicom's own loop logs, under its name, as before.
 _PYNETDICOM_LOG = logging.getLogger("pynetdicom.association")
+_DUL_LOG = logging.getLogger("pynetdicom.dul")
+_LENGTH = struct.Struct(">I")
+_RECEIVE_EVENTS = (evt.EVT_DATA_RECV, evt.EVT_PDU_RECV, evt.EVT_FSM_TRANSITION)
 
 READ_AHEAD = 1 << 17
 """Bytes a worker asks the kernel for when pynetdicom asks for less (a PDU header, a small
@@ -62,7 +68,10 @@ LONGEST_WAIT = 0.2
 """Seconds a loop sleeps at most without a wake-up, so no timer is missed by more than that."""
 
 _NEEDED = (
-    (DULServiceProvider, ("run_reactor", "_process_recv_primitive", "_is_transport_event")),
+    (
+        DULServiceProvider,
+        ("run_reactor", "_process_recv_primitive", "_is_transport_event", "_read_pdu_data"),
+    ),
     (Association, ("_run_reactor", "kill")),
     (DIMSEServiceProvider, ("send_msg", "maximum_pdu_size", "receive_primitive")),
     (DIMSEMessage, ("decode_msg",)),
@@ -168,6 +177,7 @@ class EventDrivenDUL(DULServiceProvider):
     wake_user: threading.Event
     messages: _InlineQueue
     idle_task: IdleTask | None = None
+    _data_received = False  # a P-DATA-TF went straight to DIMSE in this turn of the loop
 
     def run(self) -> None:
         # pynetdicom made the thread with target=<its own run_reactor>, bound before the swap.
@@ -218,15 +228,77 @@ class EventDrivenDUL(DULServiceProvider):
             try:
                 event = self.event_queue.get(block=False)
             except queue.Empty:
-                watched = self._wait(poller, watched)
-                continue
-            state = self.state_machine.current_state
-            self.state_machine.do_action(event)
-            if self.state_machine.current_state != state and not self.wake_user.is_set():
-                self.wake_user.set()  # the Association thread looks at the new state
+                event = None
+            if event is not None:
+                state = self.state_machine.current_state
+                self.state_machine.do_action(event)
+                if self.state_machine.current_state != state and not self.wake_user.is_set():
+                    self.wake_user.set()  # the Association thread looks at the new state
             held = self.messages.take_held()
             if held is not None:
                 self._serve_held(*held)
+            elif event is None and not self._data_received:
+                watched = self._wait(poller, watched)
+            self._data_received = False
+
+    def _read_pdu_data(self) -> None:
+        """Read the next PDU; a P-DATA-TF in Sta6 goes straight to DIMSE (see :meth:`_take_data`),
+        anything else through pynetdicom's reading, decoding and state machine."""
+        if not self._take_data():
+            super()._read_pdu_data()
+
+    def _take_data(self) -> bool:
+        """Receive a P-DATA-TF as pynetdicom's DUL would in Sta6 (Evt10, action DT-2: hand its
+        PDVs to DIMSE, stay in Sta6), without its PDU objects, event queue and transition, when
+        nothing watches those: no handler of received data, PDUs or state machine transitions.
+        False, having read nothing, when the next PDU is not one (or not all of it is known to
+        be there, or its header is one the socket's guard refuses): pynetdicom reads it."""
+        sock = self.socket
+        guard = getattr(sock, "socket", None)
+        if (
+            sock is None
+            or self.state_machine.current_state != "Sta6"
+            or not isinstance(guard, PduGuard)
+            or not guard.read_ahead  # not a socket that reads ahead (TLS)
+            or self.event_queue.queue
+            or self._recv_pdu.queue
+            or any(self.assoc.get_handlers(event) for event in _RECEIVE_EVENTS)
+        ):
+            return False
+        try:
+            header = guard.recv(6, socket.MSG_PEEK)
+        except OSError:
+            return False  # pynetdicom's own read meets it and says so
+        if len(header) < 6 or header[0] != P_DATA_TF:
+            return False
+        (length,) = _LENGTH.unpack_from(header, 2)
+        if guard.max_pdu and length > guard.max_pdu:
+            return False  # the guard's refusal, in pynetdicom's reading
+        self._data_received = True
+        try:
+            pdu = sock.recv(6 + length)
+        except (OSError, TimeoutError) as exc:
+            # pynetdicom's words and events for the same failures (its _read_pdu_data).
+            _DUL_LOG.error("Connection closed before the entire PDU was received")
+            _DUL_LOG.exception(exc)
+            self.event_queue.put("Evt17")
+            return True
+        if len(pdu) != 6 + length:
+            _DUL_LOG.error(
+                "The received PDU is shorter than expected (%d of %d bytes received)",
+                len(pdu), 6 + length,
+            )  # fmt: skip
+            self.event_queue.put("Evt17")
+            return True
+        pdvs = split_pdvs(pdu)
+        if pdvs is None:
+            _DUL_LOG.error("Unable to decode the received PDU data")
+            self.event_queue.put("Evt19")
+            return True
+        received = P_DATA()
+        received._presentation_data_value_list = pdvs  # the setter wants lists, not tuples
+        self.assoc.dimse.receive_primitive(received)
+        return True
 
     def _serve_held(self, context_id: int, msg: Any) -> None:
         """Serve a request :class:`_InlineQueue` kept back, as the Association thread would."""

@@ -293,6 +293,27 @@ class MessageTracker:
         self.data_bytes = 0
 
 
+_PDV_HEAD = struct.Struct(">IB")  # PDV item length, presentation context ID (PS3.8 9.3.5.1)
+
+
+def split_pdvs(pdu: bytes | bytearray, start: int = 6) -> list[tuple[int, bytes]] | None:
+    """The (context ID, message control header + fragment) PDVs of a P-DATA-TF PDU from byte
+    ``start`` on, or None where pynetdicom's decoder would fail (an item header or value
+    running past the end, an item length of 0)."""
+    pdvs: list[tuple[int, bytes]] = []
+    pos, end = start, len(pdu)
+    while pos < end:
+        if pos + 5 > end:
+            return None
+        length, context = _PDV_HEAD.unpack_from(pdu, pos)
+        stop = pos + 4 + length
+        if not length or stop > end:
+            return None
+        pdvs.append((context, bytes(pdu[pos + 5 : stop])))
+        pos = stop
+    return pdvs
+
+
 def command_fields(data: bytes) -> dict[int, int] | str:
     """The US values of a command set's elements by element number (Implicit VR Little
     Endian, group 0000), or what is wrong with it."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
 from collections.abc import Iterator
 
 import pytest
+from pynetdicom.pdu import P_DATA_TF
 
 from storescpd.worker.wire import (
     COMMAND_SET_LIMIT,
@@ -15,6 +17,7 @@ from storescpd.worker.wire import (
     PduRefused,
     command_fields,
     rq_problem,
+    split_pdvs,
 )
 from tests.battery.rawpeer import (
     COMMAND_LAST,
@@ -202,3 +205,46 @@ def test_read_ahead_shows_a_version_with_bit_0_as_1(
     seen = guarded.recv(6) + read_all(guarded, len(rq) - 6)
     assert seen[6:8] == b"\x00\x01" and seen[8:] == rq[8:]
     assert guarded.pending() == 0
+
+
+def _pynetdicom_pdvs(data: bytes) -> list[tuple[int, bytes]] | None:
+    pdu = P_DATA_TF()
+    try:
+        pdu.decode(data)
+        return list(pdu.to_primitive().presentation_data_value_list)
+    except Exception:  # noqa: BLE001 - any failure is a refusal, as in its DUL
+        return None
+
+
+PDU_BODIES = {
+    "one-pdv": p_data(pdv(1, COMMAND_LAST, c_echo_rq())),
+    "three-pdvs": p_data(pdv(1, COMMAND_LAST, c_echo_rq()), pdv(3, DATA_MORE, b"x" * 9),
+                         pdv(5, DATA_LAST, b"")),
+    "no-pdvs": p_data(),
+    "header-only-pdv": p_data(pdv(7, DATA_LAST, b"", length=1)),
+    "length-0": p_data(pdv(1, COMMAND_LAST, b"", length=0)),
+    "length-beyond-pdu": p_data(pdv(1, COMMAND_LAST, c_echo_rq(), length=1000)),
+    "item-header-cut": p_data(pdv(1, COMMAND_LAST, b"ab"))[:-5],
+    "context-id-missing": p_data(pdv(1, COMMAND_LAST, b"ab")) + bytes(4),
+    "three-trailing-bytes": p_data(pdv(1, COMMAND_LAST, b"ab")) + bytes(3),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("body", PDU_BODIES.values(), ids=PDU_BODIES.keys())
+def test_pdvs_split_as_pynetdicom_decodes_them(body: bytes) -> None:
+    assert split_pdvs(body) == _pynetdicom_pdvs(body)
+
+
+def test_pdvs_split_as_pynetdicom_decodes_random_bytes() -> None:
+    rng = random.Random(7)
+    verdicts = set()
+    for _ in range(3000):
+        parts = [pdv(rng.randrange(256), rng.randrange(4), rng.randbytes(rng.randrange(6)),
+                     length=rng.choice([None, None, rng.randrange(9)]))
+                 for _ in range(rng.randrange(4))]  # fmt: skip
+        body = p_data(*parts)
+        body = body[: rng.randrange(6, len(body) + 1)] if rng.random() < 0.3 else body
+        pdvs = split_pdvs(body)
+        assert pdvs == _pynetdicom_pdvs(body), body.hex()
+        verdicts.add(pdvs is None)
+    assert verdicts == {True, False}  # both sound and broken bodies were tried
