@@ -128,15 +128,25 @@ class PduGuard(_Socket):
         self._ahead = self._ahead[want:]
         return chunk
 
+    def take_ahead(self, size: int) -> bytes | None:
+        """The next ``size`` bytes, followed, if all of them have been read ahead; else None,
+        having taken nothing."""
+        if len(self._ahead) < size:
+            return None
+        data = bytes(self._ahead[:size])
+        self._ahead = self._ahead[size:]
+        return self._follow(data)
+
     def _follow(self, data: bytes) -> bytes:
-        """Check each PDU header in ``data``; returns ``data`` as pynetdicom is to see it."""
-        out = bytearray(data)
+        """Check each PDU header in ``data``; returns ``data`` as pynetdicom is to see it (a
+        copy only when :meth:`_accept_version` changes it)."""
+        out: bytes | bytearray = data
         pos = 0
         while pos < len(out):
             if self._body_left:
                 if self._rq_starts:
                     self._rq_starts = False
-                    self._accept_version(out, pos)
+                    out = self._accept_version(out, pos)
                 taken = min(self._body_left, len(out) - pos)
                 self._body_left -= taken
                 if self._rq_body is not None:
@@ -157,15 +167,17 @@ class PduGuard(_Socket):
                 self._rq_body = bytearray() if self._rq_starts else None
                 if self._rq_starts and not length:
                     self._check_rq(b"")
-        return bytes(out)
+        return bytes(out) if out is not data else data
 
     @staticmethod
-    def _accept_version(out: bytearray, pos: int) -> None:
+    def _accept_version(data: bytes | bytearray, pos: int) -> bytes | bytearray:
         """PS3.8 §9.3.2: a receiver of version 1 "shall only test that bit 0 is set", as DCMTK
         does; pynetdicom wants exactly 1, so a version with bit 0 set is shown to it as 1.
-        (pynetdicom reads a PDU body in one call: both bytes are in ``out`` together.)"""
-        if pos + 2 <= len(out) and out[pos + 1] & 1:
-            out[pos : pos + 2] = b"\x00\x01"
+        (pynetdicom reads a PDU body in one call: both bytes are in ``data`` together.)"""
+        if pos + 2 <= len(data) and data[pos + 1] & 1 and data[pos : pos + 2] != b"\x00\x01":
+            data = bytearray(data)
+            data[pos : pos + 2] = b"\x00\x01"
+        return data
 
     def _check(self, pdu_type: int, length: int) -> None:
         if pdu_type not in PDU_TYPES:
