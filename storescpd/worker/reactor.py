@@ -14,6 +14,10 @@ burns CPU (PYNETDICOM.md §4.3). :func:`make_event_driven` converts a freshly cr
   (:class:`_InlineQueue`), so receiving an object, storing it and answering it costs no thread
   hand-off: the two threads would otherwise contend for the GIL and wake each other for every
   message. Other requests still go to the Association thread, as in pynetdicom;
+* a P-DATA-TF received in Sta6 goes straight from the socket to DIMSE
+  (:meth:`EventDrivenDUL._take_data`), as pynetdicom's action DT-2 would take it, while no
+  handler watches received PDUs or state machine transitions: its PDU objects, event queue
+  and transition are skipped, every other PDU goes through them;
 * once a C-STORE response is out, or when it would wait with nothing to read, the DUL thread
   runs the acceptor's idle task (making the next store's file, :class:`storescpd.fsio.SpareFile`)
   in the time the peer needs to send.
@@ -269,11 +273,9 @@ class EventDrivenDUL(DULServiceProvider):
             header = guard.recv(6, socket.MSG_PEEK)
         except OSError:
             return False  # pynetdicom's own read meets it and says so
-        if len(header) < 6 or header[0] != P_DATA_TF:
+        length = _data_length(header, guard)
+        if length is None:
             return False
-        (length,) = _LENGTH.unpack_from(header, 2)
-        if guard.max_pdu and length > guard.max_pdu:
-            return False  # the guard's refusal, in pynetdicom's reading
         self._data_received = True
         try:
             # Mostly read ahead already: then taken without another system call.
@@ -291,11 +293,33 @@ class EventDrivenDUL(DULServiceProvider):
             )  # fmt: skip
             self.event_queue.put("Evt17")
             return True
+        while self._deliver(pdu):
+            # The next P-DATA-TFs, if read ahead in full, are taken in the same turn while
+            # nothing else is to be done first: a large object takes fewer turns of the loop.
+            if (
+                self.messages.held is not None
+                or self.event_queue.queue
+                or self.to_provider_queue.queue
+                or self._kill_thread
+            ):
+                break
+            length = _data_length(guard.peek_ahead(6), guard)
+            if length is None:
+                break
+            following = guard.take_ahead(6 + length)
+            if following is None:
+                break
+            pdu = following
+        return True
+
+    def _deliver(self, pdu: bytes | bytearray) -> bool:
+        """Hand a P-DATA-TF's PDVs to DIMSE (action DT-2); False, having queued pynetdicom's
+        invalid-PDU event (Evt19), when they cannot be split."""
         pdvs = split_pdvs(pdu)
         if pdvs is None:
             _DUL_LOG.error("Unable to decode the received PDU data")
             self.event_queue.put("Evt19")
-            return True
+            return False
         received = P_DATA()
         received._presentation_data_value_list = pdvs  # the setter wants lists, not tuples
         self.assoc.dimse.receive_primitive(received)
@@ -359,6 +383,17 @@ class EventDrivenDUL(DULServiceProvider):
         self.assoc.is_established = False
         self.assoc._kill = True
         self._kill_thread = True
+
+
+def _data_length(header: bytes, guard: PduGuard) -> int | None:
+    """The length of the P-DATA-TF whose header this is, or None when it is another PDU, or
+    one the guard refuses (pynetdicom's reading then meets the refusal)."""
+    if len(header) < 6 or header[0] != P_DATA_TF:
+        return None
+    (length,) = _LENGTH.unpack_from(header, 2)
+    if guard.max_pdu and length > guard.max_pdu:
+        return None
+    return int(length)
 
 
 class EventDrivenAssociation(Association):

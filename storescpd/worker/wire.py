@@ -128,6 +128,10 @@ class PduGuard(_Socket):
         self._ahead = self._ahead[want:]
         return chunk
 
+    def peek_ahead(self, size: int) -> bytes:
+        """Up to ``size`` of the bytes read ahead, left in place."""
+        return bytes(self._ahead[:size])
+
     def take_ahead(self, size: int) -> bytes | None:
         """The next ``size`` bytes, followed, if all of them have been read ahead; else None,
         having taken nothing."""
