@@ -422,19 +422,17 @@ class _RawLook:
     def elements(self, pos: int, stop: int | None, depth: int) -> int:
         """Check the elements from ``pos`` up to ``stop``, or up to an item delimiter when
         ``stop`` is None; return where they (and the delimiter) end."""
-        if not self.implicit:
-            return self._explicit_elements(pos, stop, depth)
+        if self.implicit:
+            return self._implicit_elements(pos, stop, depth)
+        return self._explicit_elements(pos, stop, depth)
+
+    def _implicit_elements(self, pos: int, stop: int | None, depth: int) -> int:
         buf = self.buf
         limit = len(buf) if stop is None else stop
-        top = depth == 0
         while pos < limit:
             if pos + 8 > limit:
                 raise _NotRaw
-            if self.implicit:
-                group, elem, length = _HEAD_IMPLICIT.unpack_from(buf, pos)
-                vr = b""
-            else:
-                group, elem, vr, length = _HEAD.unpack_from(buf, pos)
+            group, elem, length = _HEAD_IMPLICIT.unpack_from(buf, pos)
             pos += 8
             if group == 0xFFFE:
                 if stop is None and elem == 0xE00D:
@@ -443,43 +441,20 @@ class _RawLook:
             tag = group << 16 | elem
             if elem == 0 or tag == PADDING:
                 raise _NotRaw  # group lengths are recalculated, padding is dropped
-            if self.implicit:
-                if length == UNDEFINED:
-                    vr = b"SQ"  # an SQ, or UN holding implicit items
-                elif group & 1:
-                    vr = self._private(group, elem, pos, length)
-                elif _is_public_sq(tag):
-                    vr = b"SQ"
-            elif vr in _LONG_VR_BYTES:
-                if pos + 4 > limit:
-                    raise _NotRaw
-                (length,) = _LONG.unpack_from(buf, pos)
-                pos += 4
-            elif vr not in _SHORT_VRS:
-                raise _NotRaw  # an unknown VR: the full parser knows what to make of it
-            if tag == PIXEL_DATA and length == UNDEFINED:
-                pos = self.fragments(pos, limit)
-                continue
-            if vr == b"SQ":
-                if depth == MAX_NESTING or (length == UNDEFINED) == self.length_explicit:
-                    raise _NotRaw
-                pos = self.sequence(pos, length, limit, depth + 1)
-                continue
             if length == UNDEFINED:
-                raise _NotRaw  # items under another VR are written as SQ
-            end = pos + length
-            if end > limit:
-                raise _NotRaw
-            if top and tag in IDENTITY_TAGS and vr != b"UN":
-                self.found[tag] = bytes(buf[pos:end])
-            pos = end
+                vr = b"SQ"  # an SQ, or UN holding implicit items
+            elif group & 1:
+                vr = self._private(group, elem, pos, length)
+            else:
+                vr = b"SQ" if _is_public_sq(tag) else b""
+            pos = self._value(pos, tag, vr, length, limit, depth)
         if stop is None or pos != stop:
             raise _NotRaw
         return pos
 
     def _explicit_elements(self, pos: int, stop: int | None, depth: int) -> int:
-        """:meth:`elements` for explicit VR, where most elements take the first branch: a VR
-        with a 2-byte length (the same checks, in the order that is quickest for them)."""
+        """Most elements take the first branch: a VR with a 2-byte length, checked in the
+        order that is quickest for them."""
         buf = self.buf
         limit = len(buf) if stop is None else stop
         found = self.found if depth == 0 else None
@@ -502,30 +477,33 @@ class _RawLook:
             if group == 0xFFFE:
                 if stop is None and elem == 0xE00D:
                     return pos
-                raise _NotRaw
-            if elem == 0 or tag == PADDING or vr not in _LONG_VR_BYTES or pos + 4 > limit:
-                raise _NotRaw
+                raise _NotRaw  # a stray delimiter
+            if elem == 0 or tag == PADDING:
+                raise _NotRaw  # group lengths are recalculated, padding is dropped
+            if vr not in _LONG_VR_BYTES or pos + 4 > limit:
+                raise _NotRaw  # an unknown VR: the full parser knows what to make of it
             (length,) = _LONG.unpack_from(buf, pos)
-            pos += 4
-            if tag == PIXEL_DATA and length == UNDEFINED:
-                pos = self.fragments(pos, limit)
-                continue
-            if vr == b"SQ":
-                if depth == MAX_NESTING or (length == UNDEFINED) == self.length_explicit:
-                    raise _NotRaw
-                pos = self.sequence(pos, length, limit, depth + 1)
-                continue
-            if length == UNDEFINED:
-                raise _NotRaw
-            end = pos + length
-            if end > limit:
-                raise _NotRaw
-            if found is not None and tag in IDENTITY_TAGS and vr != b"UN":
-                found[tag] = bytes(buf[pos:end])
-            pos = end
+            pos = self._value(pos + 4, tag, vr, length, limit, depth)
         if stop is None or pos != stop:
             raise _NotRaw
         return pos
+
+    def _value(self, pos: int, tag: int, vr: bytes, length: int, limit: int, depth: int) -> int:
+        """Check the value of an element whose header ends at ``pos``; return where it ends."""
+        if tag == PIXEL_DATA and length == UNDEFINED:
+            return self.fragments(pos, limit)
+        if vr == b"SQ":
+            if depth == MAX_NESTING or (length == UNDEFINED) == self.length_explicit:
+                raise _NotRaw
+            return self.sequence(pos, length, limit, depth + 1)
+        if length == UNDEFINED:
+            raise _NotRaw  # items under another VR are written as SQ
+        end = pos + length
+        if end > limit:
+            raise _NotRaw
+        if depth == 0 and tag in IDENTITY_TAGS and vr != b"UN":
+            self.found[tag] = bytes(self.buf[pos:end])
+        return end
 
     def _private(self, group: int, elem: int, pos: int, length: int) -> bytes:
         """The implicit VR of a private element, as far as it matters here (SQ or not)."""

@@ -255,8 +255,8 @@ class EventDrivenDUL(DULServiceProvider):
         """Receive a P-DATA-TF as pynetdicom's DUL would in Sta6 (Evt10, action DT-2: hand its
         PDVs to DIMSE, stay in Sta6), without its PDU objects, event queue and transition, when
         nothing watches those: no handler of received data, PDUs or state machine transitions.
-        False, having read nothing, when the next PDU is not one (or not all of it is known to
-        be there, or its header is one the socket's guard refuses): pynetdicom reads it."""
+        False, having read nothing, when the next PDU is not one (or its header has not all
+        arrived, or is one the socket's guard refuses): pynetdicom reads it."""
         sock = self.socket
         guard = getattr(sock, "socket", None)
         if (
@@ -266,7 +266,7 @@ class EventDrivenDUL(DULServiceProvider):
             or not guard.read_ahead  # not a socket that reads ahead (TLS)
             or self.event_queue.queue
             or self._recv_pdu.queue
-            or any(self.assoc.get_handlers(event) for event in _RECEIVE_EVENTS)
+            or any(map(self.assoc.get_handlers, _RECEIVE_EVENTS))
         ):
             return False
         try:
