@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +55,7 @@ from tests.battery.rawpeer import (
     us,
     user_information,
 )
-from tests.conftest import files_under, poll_until
+from tests.conftest import files_under, poll_until, start_storescpd
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 CT_CONTEXT = 3  # DEFAULT_CONTEXTS: 1 Verification, 3 CT Image Storage
@@ -317,6 +317,60 @@ def test_in_association(bserver: BatteryServer, name: str) -> None:
             assert outcome.kind is Kind.ABORTED, f"{name}: {outcome}"
             assert elapsed < TIMEOUT * 0.75, f"{name}: {outcome} only after {elapsed:.1f}s"
     bserver.check()
+
+
+# Without --dimse-timeout (whose handler watches every PDU) the worker takes P-DATA-TFs past
+# pynetdicom's PDU objects and state machine (storescpd.worker.reactor): the same cases there.
+SHORTCUT_CASES = [
+    name for name in IN_ASSOCIATION
+    if name.startswith(("p-data", "pdv", "empty-p-data", "command", "data"))
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shortcut_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BatteryServer]:
+    if AGAINST_REFERENCE:
+        pytest.skip("the P-DATA shortcut is storescpd's")
+    root = tmp_path_factory.mktemp("battery-shortcut")
+    (root / "od").mkdir()
+    (root / "tmp").mkdir()
+    server = start_storescpd(["-ta", str(TIMEOUT), "--network-timeout", str(TIMEOUT)],
+                             root / "od", root / "server.log",
+                             extra_env={"TMPDIR": str(root / "tmp")})  # fmt: skip
+    try:
+        yield BatteryServer(server, "single")
+    finally:
+        status = server.stop()
+    assert status == 0, f"storescpd exited with {status}:\n{server.log[-4000:]}"
+
+
+@pytest.mark.parametrize("name", SHORTCUT_CASES)
+def test_in_association_on_the_p_data_shortcut(shortcut_server: BatteryServer, name: str) -> None:
+    shortcut_server.new_log()
+    started = time.monotonic()
+    with associated(shortcut_server.port, patience=PATIENCE) as peer:
+        IN_ASSOCIATION[name](peer)
+        outcome = peer.final()
+    elapsed = time.monotonic() - started
+    assert outcome.kind is Kind.ABORTED, f"{name}: {outcome}"
+    assert elapsed < TIMEOUT * 0.75, f"{name}: {outcome} only after {elapsed:.1f}s"
+    shortcut_server.check()
+
+
+def test_stores_on_the_p_data_shortcut(shortcut_server: BatteryServer) -> None:
+    """Objects of one and of many PDUs, back to back on one association, stored whole."""
+    pixels = bytes(range(256)) * 400  # 100 KiB: seven 16 KiB PDUs
+    sent = {}
+    with associated(shortcut_server.port, patience=PATIENCE) as peer:
+        for n, more in enumerate([(), (explicit_element(0x7FE00010, "OB", pixels),)] * 2):
+            instance = f"1.2.826.0.1.3680043.10.1427.99.{n}"
+            sent[f"CT.{instance}"] = data_set = tiny_data_set(CT, instance, *more)
+            assert peer.store(CT, instance, data_set) == 0x0000
+    stored = {p.name: p.read_bytes() for p in files_under(shortcut_server.od)}
+    assert sorted(stored) == sorted(sent)
+    for name, data_set in sent.items():
+        assert stored[name].endswith(data_set), name  # the data set as sent, after the meta
+    shortcut_server.check()
 
 
 def test_tiny_max_pdu_of_the_peer(bserver: BatteryServer) -> None:
