@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(summary, rats, idle_uss))
     failed = [r for r in runs if not r["check"]["ok"] or r["failed_senders"]]
     for r in failed:
-        print(f"FAILED {r['workload']} {r['server']}: {r['check']} {r['errors']}")
+        print(f"FAILED {r['workload']} {r['server']}: {r['check']} {r['errors']}"
+              f" (server log: {r.get('server_log', 'none')})")
     if args.json:
         args.json.write_text(json.dumps({
             "meta": {"started": started, "seconds": round(time.time() - started, 1),
@@ -151,7 +152,9 @@ def _round_on(spec: ServerSpec, rnd: int, workloads: list[Workload], corpus: cor
     """Start one server, run every workload on it, stop it; return pool workers' idle USS."""
     od = scratch / spec.name
     od.mkdir(exist_ok=True)
-    with RunningServer(spec, od, scratch / f"{spec.name}.{rnd}.log") as server:
+    log = scratch / f"{spec.name}.{rnd}.log"
+    first = len(runs)
+    with RunningServer(spec, od, log) as server:
         pool = spec.name == "storescpd-pool"
         idle = {"after_start": server.worker_uss() if pool else []}
         for w in workloads:
@@ -163,6 +166,14 @@ def _round_on(spec: ServerSpec, rnd: int, workloads: list[Workload], corpus: cor
                   flush=True)
             empty(od)
         idle["after_work"] = server.worker_uss() if pool else []
+    failed = [r for r in runs[first:] if not r["check"]["ok"] or r["failed_senders"]]
+    if failed:
+        # The scratch space goes at the end of the run; what the server said of a failure stays.
+        kept = scratch.parent / "failed-logs" / f"{scratch.name}-{log.name}"
+        kept.parent.mkdir(exist_ok=True)
+        shutil.copyfile(log, kept)
+        for r in failed:
+            r["server_log"] = str(kept)
     return idle
 
 
