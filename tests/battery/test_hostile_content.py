@@ -178,7 +178,7 @@ def store(target: Hostile, instance: str, patient: bytes, study: bytes) -> int |
 
 def assert_outcome(target: Hostile, status: int | None, before: set[Path]) -> None:
     """Stored inside -od under safe names, or refused with a failure status and no file."""
-    assert status is not None, "no C-STORE response"
+    assert status is not None, f"no C-STORE response; the server logged:\n{target.server.new_log()}"
     new = set(target.stored()) - before
     if status == SUCCESS:
         assert len(new) == 1, f"stored, but files {new}"
