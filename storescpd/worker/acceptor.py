@@ -8,7 +8,6 @@ socket through the stdlib ``process_request`` hook, after the socket hygiene of 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import select
@@ -19,7 +18,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -410,7 +408,7 @@ class Acceptor:
         opts = self.opts
         spare = None if opts.ignore else self.storage.spare
         handlers: list[Any] = [
-            (evt.EVT_CONN_OPEN, lambda event: _capture(state, event, spare, watch)),
+            (evt.EVT_CONN_OPEN, lambda event: _capture(state, event, spare)),
             (evt.EVT_REQUESTED, lambda event: self._on_requested(state, event)),
             (evt.EVT_ACCEPTED, lambda event: self._on_accepted(state, event)),
             (evt.EVT_CONN_CLOSE, lambda event: self._on_closed(state)),
@@ -419,16 +417,8 @@ class Acceptor:
             (evt.EVT_C_ECHO, _on_echo),
             (evt.EVT_C_STORE, lambda event: self._on_store(state, event)),
         ]
-        # -td and the progress dots follow data fragments: the event-driven DUL tells of them
-        # (``watch``) without an EVT_PDU_RECV handler, which would turn its P-DATA shortcut off.
-        follows_data = bool(opts.dimse_timeout or self.progress)
-        if opts.sleep_during or opts.abort_during or (follows_data and not _EVENT_DRIVEN):
+        if opts.sleep_during or opts.abort_during or opts.dimse_timeout or self.progress:
             handlers.append((evt.EVT_PDU_RECV, lambda event: self._on_pdu_recv(state, event)))
-            follows_data = False
-        watch: Callable[[Association], reactor.DataWatch] | None = None
-        if follows_data:
-            # watch(assoc)(headers) is self._on_data(state, assoc, headers)
-            watch = functools.partial(functools.partial, self._on_data, state)
         if opts.sleep_after or opts.exec_on_reception:
             handlers.append((evt.EVT_PDU_SENT, lambda event: self._on_pdu_sent(state, event)))
         return handlers
@@ -524,12 +514,10 @@ class Acceptor:
         return status
 
     def _on_pdu_recv(self, state: _Association, event: evt.Event) -> None:
-        if isinstance(event.pdu, P_DATA_TF):
-            self._on_data(state, event.assoc, _control_headers(event.pdu))
-
-    def _on_data(self, state: _Association, assoc: Association, headers: list[int]) -> None:
-        """A P-DATA-TF's PDVs (their message control headers) are in, DIMSE is next."""
-        data = [header for header in headers if not header & 1]
+        pdu = event.pdu
+        if not isinstance(pdu, P_DATA_TF):
+            return
+        data = [header for header in _control_headers(pdu) if not header & 1]
         if not data:
             return
         if self.progress:
@@ -538,11 +526,11 @@ class Acceptor:
             # -td bounds each wait for the next fragment of a data set; between
             # messages the idle timeout applies again.
             last = bool(data[-1] & 2)
-            assoc.network_timeout = self._idle_timeout() if last else self.opts.dimse_timeout
+            event.assoc.network_timeout = self._idle_timeout() if last else self.opts.dimse_timeout
         if self.opts.abort_during and not state.aborted_by_option:
             log.error("ABORT initiated (due to command line options)")
             state.aborted_by_option = True
-            assoc.abort()
+            event.assoc.abort()
         elif self.opts.sleep_during:
             time.sleep(self.opts.sleep_during)
 
@@ -590,12 +578,10 @@ def _control_headers(pdu: P_DATA_TF) -> list[int]:
     return [item.presentation_data_value[0] for item in items if item.presentation_data_value]
 
 
-def _capture(state: _Association, event: evt.Event, spare: SpareFile | None,
-             watch: Callable[[Association], reactor.DataWatch] | None) -> None:  # fmt: skip
+def _capture(state: _Association, event: evt.Event, spare: SpareFile | None) -> None:
     # EVT_CONN_OPEN comes before the Association thread starts: the moment to swap its loops.
     if _EVENT_DRIVEN:
-        data_watch = watch(event.assoc) if watch is not None else None
-        reactor.make_event_driven(event.assoc, idle=spare, data_watch=data_watch)
+        reactor.make_event_driven(event.assoc, idle=spare)
     state.assoc = event.assoc
     state.watch = OpeningWatch(event.assoc)
     guard_dimse(event.assoc)

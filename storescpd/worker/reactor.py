@@ -42,7 +42,6 @@ import select
 import socket
 import struct
 import threading
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from pynetdicom import evt
@@ -52,7 +51,6 @@ from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
-from pynetdicom.pdu import P_DATA_TF as P_DATA_TF_PDU
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
@@ -76,8 +74,7 @@ LONGEST_WAIT = 0.2
 _NEEDED = (
     (
         DULServiceProvider,
-        ("run_reactor", "_process_recv_primitive", "_is_transport_event", "_read_pdu_data",
-         "_decode_pdu"),
+        ("run_reactor", "_process_recv_primitive", "_is_transport_event", "_read_pdu_data"),
     ),
     (Association, ("_run_reactor", "kill")),
     (DIMSEServiceProvider, ("send_msg", "maximum_pdu_size", "receive_primitive")),
@@ -184,7 +181,6 @@ class EventDrivenDUL(DULServiceProvider):
     wake_user: threading.Event
     messages: _InlineQueue
     idle_task: IdleTask | None = None
-    data_watch: DataWatch | None = None
     _data_received = False  # a P-DATA-TF went straight to DIMSE in this turn of the loop
 
     def run(self) -> None:
@@ -248,14 +244,6 @@ class EventDrivenDUL(DULServiceProvider):
             elif event is None and not self._data_received:
                 watched = self._wait(poller, watched)
             self._data_received = False
-
-    def _decode_pdu(self, bytestream: bytearray) -> Any:
-        pdu, event = super()._decode_pdu(bytestream)
-        if self.data_watch is not None and isinstance(pdu, P_DATA_TF_PDU):
-            items: list[Any] = pdu.presentation_data_value_items
-            values = [item.presentation_data_value for item in items]
-            self.data_watch([value[0] for value in values if value])
-        return pdu, event
 
     def _read_pdu_data(self) -> None:
         """Read the next PDU; a P-DATA-TF in Sta6 goes straight to DIMSE (see :meth:`_take_data`),
@@ -332,8 +320,6 @@ class EventDrivenDUL(DULServiceProvider):
             _DUL_LOG.error("Unable to decode the received PDU data")
             self.event_queue.put("Evt19")
             return False
-        if self.data_watch is not None:
-            self.data_watch([data[0] for _, data in pdvs if data])
         received = P_DATA()
         received._presentation_data_value_list = pdvs  # the setter wants lists, not tuples
         self.assoc.dimse.receive_primitive(received)
@@ -490,12 +476,6 @@ class EventDrivenAssociation(Association):
         return False
 
 
-DataWatch = Callable[[list[int]], None]
-"""Told the message control header of each PDV of every P-DATA-TF received (bit 0: command,
-bit 1: last fragment), before DIMSE sees them, on either path: what would otherwise need an
-``EVT_PDU_RECV`` handler, which turns the shortcut off."""
-
-
 class IdleTask(Protocol):
     """Work the DUL thread does when it would otherwise wait for the peer (e.g. making the
     next store's file, :class:`storescpd.fsio.SpareFile`)."""
@@ -506,12 +486,9 @@ class IdleTask(Protocol):
     def prepare(self) -> None: ...
 
 
-def make_event_driven(
-    assoc: Association, idle: IdleTask | None = None, data_watch: DataWatch | None = None
-) -> None:
+def make_event_driven(assoc: Association, idle: IdleTask | None = None) -> None:
     """Convert ``assoc`` (created, not yet started) and its DUL to the event-driven loops;
-    ``idle`` runs whenever the DUL thread is about to wait with nothing to read, ``data_watch``
-    is told of every P-DATA-TF received."""
+    ``idle`` runs whenever the DUL thread is about to wait with nothing to read."""
     wake_user = threading.Event()
     doorbell = _Doorbell()
     dul = assoc.dul
@@ -526,7 +503,6 @@ def make_event_driven(
     assert isinstance(dul, EventDrivenDUL) and isinstance(assoc, EventDrivenAssociation)
     dul.doorbell = doorbell
     dul.idle_task = idle
-    dul.data_watch = data_watch
     dul.wake_user = wake_user
     assoc.wake_user = wake_user
     assoc.doorbell = doorbell

@@ -373,31 +373,6 @@ def test_stores_on_the_p_data_shortcut(shortcut_server: BatteryServer) -> None:
     shortcut_server.check()
 
 
-def test_dimse_timeout_and_progress_follow_fragments_on_the_shortcut(tmp_path: Path) -> None:
-    """-td bounds the wait for a data set's next fragment, not the idle timeout (20 s here),
-    and -v prints a dot per fragment: both learn of fragments from the reactor's watch."""
-    if AGAINST_REFERENCE:
-        pytest.skip("storescpd's options")
-    (tmp_path / "od").mkdir()
-    args = ["-v", "-td", "1", "--network-timeout", "20"]
-    env = {"TMPDIR": str(tmp_path)}
-    server = start_storescpd(args, tmp_path / "od", tmp_path / "server.log", extra_env=env)
-    try:
-        instance = "1.2.826.0.1.3680043.10.1427.99.9"
-        data_set = tiny_data_set(CT, instance)
-        with associated(server.port, patience=PATIENCE) as peer:
-            peer.send(p_data(pdv(CT_CONTEXT, COMMAND_LAST, c_store_rq(CT, instance))))
-            peer.send(p_data(pdv(CT_CONTEXT, DATA_MORE, data_set[:40])))
-            started = time.monotonic()
-            outcome = peer.final()
-            elapsed = time.monotonic() - started
-        assert outcome.kind in ENDED, outcome
-        assert elapsed < 6, f"ended only after {elapsed:.1f}s"
-        poll_until(lambda: "RECV: ." in server.log, 5, "the progress dot")
-    finally:
-        server.stop()
-
-
 def test_tiny_max_pdu_of_the_peer(bserver: BatteryServer) -> None:
     """A peer that announces 16 bytes: answered in tiny PDVs, or aborted; never a hang."""
     rq = associate_rq(user_info=user_information(max_length=16))
