@@ -109,6 +109,12 @@ class _InlineQueue(_WakingQueue):
     long as nothing is queued before it and the Association thread is not serving another
     request, so the order of requests is kept. The DUL thread serves the held request once the
     state machine's action that decoded it has returned (:meth:`EventDrivenDUL._serve_held`).
+
+    Only once the association is established: a sender may send its first request as soon as
+    it has our A-ASSOCIATE-AC, while the Association thread still runs the EVT_ACCEPTED
+    handlers, and pynetdicom's service classes drop the response to a request served before
+    then (the object stored, the sender never told). Such a request is queued; the
+    Association thread serves it once established, as pynetdicom would.
     """
 
     def __init__(self, assoc: Any, wake: Any, items: Any = ()) -> None:
@@ -130,6 +136,7 @@ class _InlineQueue(_WakingQueue):
         context_id, msg = item
         return (
             type(msg) in _INLINE_REQUESTS
+            and assoc.is_established
             and not assoc.serving
             and not assoc._sent_release
             and context_id in assoc._accepted_cx

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,46 @@ def test_large_data_set_spills_to_the_spool_directory(
     buffer.discard()
     buffer.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_store_received_before_the_association_is_established_is_answered() -> None:
+    """A sender may send its first C-STORE as soon as it has the A-ASSOCIATE-AC; the request
+    can then be complete while the acceptor's Association thread is still in its
+    EVT_ACCEPTED handlers, before pynetdicom marks the association established. Served there
+    by the DUL thread, pynetdicom's storage service stores it and drops the response."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    stored: list[str] = []
+
+    def on_open(event: evt.Event) -> None:
+        reactor.make_event_driven(event.assoc)
+
+    def on_store(event: evt.Event) -> int:
+        stored.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    scp = AE()
+    scp.add_supported_context(CTImageStorage)
+    handlers = [
+        (evt.EVT_CONN_OPEN, on_open),
+        # The window: the AC is out, the association not yet established.
+        (evt.EVT_ACCEPTED, lambda event: time.sleep(0.5)),
+        (evt.EVT_C_STORE, on_store),
+    ]
+    server = scp.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+    try:
+        scu = AE()
+        scu.add_requested_context(CTImageStorage)
+        scu.dimse_timeout = 5
+        assoc = scu.associate("127.0.0.1", server.server_address[1])
+        assert assoc.is_established
+        data_set = dcmread(get_testdata_file("CT_small.dcm"))
+        status = assoc.send_c_store(data_set)
+        assoc.release()
+    finally:
+        server.shutdown()
+    assert stored == [data_set.SOPInstanceUID]
+    assert status and status.Status == 0x0000, "the response was dropped"
