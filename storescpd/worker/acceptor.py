@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -26,6 +27,7 @@ import pynetdicom.acse
 from pydicom.uid import UID
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.presentation import PresentationContext
@@ -33,7 +35,7 @@ from pynetdicom.transport import AssociationServer
 
 from storescpd import tls
 from storescpd.asconfig import Profile
-from storescpd.fsio import SpareFile, spool_prefix
+from storescpd.fsio import spool_prefix
 from storescpd.options import Options
 from storescpd.proctitle import set_title
 from storescpd.worker import reactor
@@ -44,7 +46,7 @@ from storescpd.worker.contexts import (
     supported_contexts,
     verification_only,
 )
-from storescpd.worker.dimse import SpillingBuffer
+from storescpd.worker.dimse import QuickResponseDIMSE, SpillingBuffer, Stream
 from storescpd.worker.ending import OpeningWatch, close, stop_dul
 from storescpd.worker.meta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from storescpd.worker.profiles import profile_contexts
@@ -406,9 +408,9 @@ class Acceptor:
 
     def _handlers(self, state: _Association) -> list[Any]:
         opts = self.opts
-        spare = None if opts.ignore else self.storage.spare
+        storage = None if opts.ignore else self.storage
         handlers: list[Any] = [
-            (evt.EVT_CONN_OPEN, lambda event: _capture(state, event, spare)),
+            (evt.EVT_CONN_OPEN, lambda event: _capture(state, event, storage)),
             (evt.EVT_REQUESTED, lambda event: self._on_requested(state, event)),
             (evt.EVT_ACCEPTED, lambda event: self._on_accepted(state, event)),
             (evt.EVT_CONN_CLOSE, lambda event: self._on_closed(state)),
@@ -578,13 +580,31 @@ def _control_headers(pdu: P_DATA_TF) -> list[int]:
     return [item.presentation_data_value[0] for item in items if item.presentation_data_value]
 
 
-def _capture(state: _Association, event: evt.Event, spare: SpareFile | None) -> None:
+def _capture(state: _Association, event: evt.Event, storage: Storage | None) -> None:
     # EVT_CONN_OPEN comes before the Association thread starts: the moment to swap its loops.
     if _EVENT_DRIVEN:
-        reactor.make_event_driven(event.assoc, idle=spare)
+        reactor.make_event_driven(event.assoc, idle=storage.spare if storage else None)
+        dimse = event.assoc.dimse
+        if storage is not None and isinstance(dimse, QuickResponseDIMSE):
+            dimse.stream_opener = _stream_opener(storage, event.assoc)
     state.assoc = event.assoc
     state.watch = OpeningWatch(event.assoc)
     guard_dimse(event.assoc)
+
+
+def _stream_opener(
+    storage: Storage, assoc: Association
+) -> Callable[[C_STORE, int], Stream | None]:
+    """What opens a large C-STORE data set's output file as it arrives on ``assoc``."""
+
+    def open_stream(request: C_STORE, context_id: int) -> Stream | None:
+        context = assoc._accepted_cx.get(context_id)
+        if context is None or not context.transfer_syntax:
+            return None
+        calling_ae = str(assoc.requestor.ae_title or "").strip()
+        return storage.open_stream(request, str(context.transfer_syntax[0]), calling_ae)
+
+    return open_stream
 
 
 def _any_acceptable(assoc: Association, rq: A_ASSOCIATE) -> bool:

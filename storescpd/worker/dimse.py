@@ -16,12 +16,14 @@ internals that :func:`storescpd.worker.reactor.supported` checks.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import select
 import struct
 import tempfile
-from typing import Any, BinaryIO
+from collections.abc import Callable
+from typing import Any, BinaryIO, Protocol, cast
 
 from pynetdicom import evt
 from pynetdicom.dimse import DIMSEServiceProvider
@@ -40,46 +42,74 @@ from storescpd.worker.responses import (
 
 
 class SpillingBuffer(io.BytesIO):
-    """A received data set: in memory up to ``limit`` bytes, beyond that in a spool file.
+    """A received data set: in memory up to ``limit`` bytes, beyond that in a file.
 
     pynetdicom writes every data set fragment to the message's ``data_set`` buffer (with
     ``STORE_RECV_CHUNKED_DATASET`` off); this buffer keeps small objects in memory, where they
-    are cheapest to parse, and moves large ones to a file in ``tempfile.gettempdir()`` (the
-    process's spool directory), so memory stays bounded whatever the object's size.
+    are cheapest to parse, and moves large ones to a file, so memory stays bounded whatever
+    the object's size. That file is the one :attr:`stream_to` opens, if it opens one (the
+    output file itself, written while the object arrives, :class:`Stream`), or else a spool
+    file in ``tempfile.gettempdir()`` (the process's spool directory).
     """
 
     def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
-        self.file: BinaryIO | None = None
+        self.file: BinaryIO | Stream | None = None
         self.path = ""
+        self.stream_to: Callable[[], Stream | None] | None = None  # once the request is known
+        self.stream: Stream | None = None  # where the data set went instead of a spool file
 
     def write(self, data: Any) -> int:
         if self.file is None:
             if self.tell() + len(data) <= self.limit:
                 return super().write(data)
-            fd, self.path = tempfile.mkstemp(prefix="spill-", suffix=".part")
-            self.file = os.fdopen(fd, "w+b", buffering=SPILL_WRITE_BUFFER)
+            self.file = self._spill()
             with self.getbuffer() as view:
                 self.file.write(view)
             self.seek(0)
             self.truncate()
         return self.file.write(data)
 
+    def _spill(self) -> BinaryIO | Stream:
+        self.stream = self.stream_to() if self.stream_to is not None else None
+        if self.stream is not None:
+            return self.stream
+        fd, self.path = tempfile.mkstemp(prefix="spill-", suffix=".part")
+        return os.fdopen(fd, "w+b", buffering=SPILL_WRITE_BUFFER)
+
     def data_set(self) -> BinaryIO:
-        """The received bytes, positioned at their start."""
-        source: BinaryIO = self if self.file is None else self.file
+        """The received bytes, positioned at their start (a streamed data set: a new reader,
+        which the caller closes)."""
+        if self.stream is not None:
+            return self.stream.reader()
+        source = self if self.file is None else cast(BinaryIO, self.file)
         source.flush()
         source.seek(0)
         return source
 
     def discard(self) -> None:
-        """Remove the spool file, if any (idempotent)."""
+        """Remove the spool file or the uncommitted streamed file, if any (idempotent)."""
         f, self.file = self.file, None
-        if f is not None:
-            f.close()
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            stream.discard()
+        elif f is not None:
+            cast(BinaryIO, f).close()
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
+
+
+class Stream(Protocol):
+    """A file a large data set is written to while it arrives (see :class:`SpillingBuffer`)."""
+
+    def write(self, data: Any) -> int: ...
+
+    def reader(self) -> BinaryIO:
+        """The data set as written, positioned at its first byte."""
+        ...
+
+    def discard(self) -> None: ...
 
 
 SPILL_LIMIT = 1 << 20
@@ -116,6 +146,10 @@ class QuickResponseDIMSE(DIMSEServiceProvider):
     the P-DATA goes through the DUL's queue as usual.
     """
 
+    stream_opener: Callable[[C_STORE, int], Stream | None] | None = None
+    """Opens the file a C-STORE's data set, once too large for memory, is written to while it
+    arrives (:meth:`storescpd.worker.store.Storage.open_stream`); None: a spool file."""
+
     def receive_primitive(self, primitive: Any) -> None:
         message: Any = self.message  # DIMSEMessage or _PlainRequest
         if message is None:
@@ -143,6 +177,11 @@ class QuickResponseDIMSE(DIMSEServiceProvider):
                 if not has_data_set:
                     self._received(context_id, request[0])
                     return  # as pynetdicom: the rest of the P-DATA is not looked at
+                opener = self.stream_opener
+                if opener is not None and isinstance(message.primitive, C_STORE):
+                    message.data_set.stream_to = functools.partial(
+                        opener, message.primitive, context_id
+                    )
             else:
                 message.data_set.write(memoryview(data)[1:])
                 if header & 2 and message.primitive is not None:

@@ -9,8 +9,10 @@ re-encoded with DCMTK's rules for sequence/item lengths, group lengths, padding,
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import mmap
 import struct
 import tempfile
 import zlib
@@ -868,6 +870,35 @@ def write_normal(
     with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
         _inflate(src, spool)  # type: ignore[arg-type]
         return _write(spool, network_ts, out, fmt, source_ae_title)  # type: ignore[arg-type]
+
+
+def kept_as_received(network_ts: str, fmt: OutputFormat) -> bool:
+    """Whether a data set received in ``network_ts`` may be written back byte for byte after
+    its file meta, which its request then predicts (:func:`identity_as_received` confirms
+    it once the whole data set is in)."""
+    in_syn = SYNTAXES.get(network_ts, ENCAPSULATED)
+    out_ts, _ = _output_syntax(network_ts, fmt)
+    return _fast_look_applies(fmt, in_syn, out_ts == network_ts)
+
+
+def identity_as_received(
+    fd: int, offset: int, network_ts: str, fmt: OutputFormat
+) -> Identity | None:
+    """The identity of the data set that fills the file ``fd`` from ``offset`` on, when it is
+    written back as received (:class:`_RawLook`, over a read-only mapping); None when the
+    full parser must decide, or the file cannot be mapped."""
+    in_syn = SYNTAXES.get(network_ts, ENCAPSULATED)
+    try:
+        mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):  # ValueError: an empty file
+        return None
+    try:
+        with memoryview(mapped) as whole, whole[offset:] as view:
+            found = _raw_identity(view, in_syn, fmt)
+    finally:
+        with contextlib.suppress(BufferError):  # a view still held: the mapping goes with it
+            mapped.close()
+    return None if found is None else _identity_of(found, raw=True)
 
 
 def _write(

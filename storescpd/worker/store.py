@@ -24,7 +24,7 @@ import secrets
 import struct
 import time
 from datetime import date, datetime, timedelta
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from pydicom.uid import generate_uid
 from pynetdicom import evt
@@ -36,6 +36,7 @@ from storescpd.fsio import (
     copy_stream,
     fsync_directory,
     make_directories,
+    start_writeback,
 )
 from storescpd.naming import (
     SHORT_NAME_ATTEMPTS,
@@ -57,15 +58,21 @@ from storescpd.studydirs import (
     study_uid_name,
 )
 from storescpd.studyruns import StudyRuns
-from storescpd.worker.dimse import SpillingBuffer
+from storescpd.worker.dimse import SpillingBuffer, Stream
 from storescpd.worker.encoding import (
     ConversionImpossible,
     Identity,
     OutputFormat,
     UnreadableDataset,
+    identity_as_received,
+    kept_as_received,
     write_normal,
 )
-from storescpd.worker.meta import BIT_PRESERVING_VERSION_NAME, preamble_and_meta
+from storescpd.worker.meta import (
+    BIT_PRESERVING_VERSION_NAME,
+    IMPLEMENTATION_VERSION_NAME,
+    preamble_and_meta,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +139,8 @@ class Storage:
         transfer_syntax = str(event.context.transfer_syntax)
         received = req.DataSet
         try:
+            if isinstance(received, SpillingBuffer) and isinstance(received.stream, StreamedFile):
+                return self._write_streamed(received.stream, path, calling_ae)
             if isinstance(received, SpillingBuffer):
                 src = received.data_set()
                 return self._write(src, path, sop_class, sop_instance, transfer_syntax, calling_ae)
@@ -204,6 +213,7 @@ class Storage:
         log.info("storing DICOM file: %s", path)
         with AtomicFile(path, sync=not self.opts.no_sync, spare=self.spare) as target:
             assert target.file is not None
+            identity: Identity | None = None
             if self.opts.bit_preserving:
                 if self.opts.write_file:
                     target.file.write(
@@ -217,11 +227,9 @@ class Storage:
                     )
                 copy_stream(src, target.file)
             else:
-                # dcmrecv's normal mode writes no Source AE Title (0002,0016); +B does
-                source_ae = "" if self.opts.dcmrecv else calling_ae
                 try:
                     identity = write_normal(
-                        src, transfer_syntax, target.file, self.format, source_ae
+                        src, transfer_syntax, target.file, self.format, self._source_ae(calling_ae)
                     )
                 except UnreadableDataset as err:
                     log.error("cannot understand data set for %s: %s", path, err)
@@ -229,24 +237,41 @@ class Storage:
                 except ConversionImpossible as err:
                     log.error("cannot write DICOM file: %s: %s", path, err)
                     return OUT_OF_RESOURCES
-                # dcmrecv does not compare the data set with the request (SPEC §12.4)
-                if not self.opts.dcmrecv:
-                    status = self._check_identity(identity, sop_class, sop_instance, path)
-                    if status != SUCCESS:
-                        return status
-                if self.opts.series_date_subdir:
-                    try:
-                        path = self._series_date_path(identity, path, prefix_for(sop_class))
-                    except Refused as refusal:
-                        log.error("%s", refusal)
-                        return refusal.status
-                if self.runs is not None:
-                    try:
-                        path = self._sorted_path(identity, path)
-                    except Refused as refusal:
-                        log.error("%s", refusal)
-                        return refusal.status
-            target.commit(path)
+            return self._place(target, identity, path, sop_class, sop_instance)
+
+    def _source_ae(self, calling_ae: str) -> str:
+        # dcmrecv's normal mode writes no Source AE Title (0002,0016); +B does
+        return "" if self.opts.dcmrecv else calling_ae
+
+    def _place(
+        self,
+        target: AtomicFile,
+        identity: Identity | None,
+        path: str,
+        sop_class: str,
+        sop_instance: str,
+    ) -> int:
+        """Check a written file (``identity``: of its data set, None in bit-preserving mode)
+        against the request, choose its folder and make it durable under its name."""
+        if identity is not None:
+            # dcmrecv does not compare the data set with the request (SPEC §12.4)
+            if not self.opts.dcmrecv:
+                status = self._check_identity(identity, sop_class, sop_instance, path)
+                if status != SUCCESS:
+                    return status
+            if self.opts.series_date_subdir:
+                try:
+                    path = self._series_date_path(identity, path, prefix_for(sop_class))
+                except Refused as refusal:
+                    log.error("%s", refusal)
+                    return refusal.status
+            if self.runs is not None:
+                try:
+                    path = self._sorted_path(identity, path)
+                except Refused as refusal:
+                    log.error("%s", refusal)
+                    return refusal.status
+        target.commit(path)
         self.last_path = path
         if self.opts.dcmrecv:
             log.info("Stored received object to file: %s", path)
@@ -255,6 +280,65 @@ class Storage:
         if target.replaced_existing:
             log.warning("DICOM file already exists, overwriting: %s", path)
         return SUCCESS
+
+    def open_stream(self, request: C_STORE, transfer_syntax: str, calling_ae: str) -> Stream | None:
+        """The output file for ``request``'s data set, to be written while it arrives (called
+        once it is too large to keep in memory), when the file can be the data set as received
+        after the file meta the request predicts; None (a spool file, then a copy): options
+        that rewrite the data set, a request without UIDs, a file that cannot be made now."""
+        sop_class = str(request.AffectedSOPClassUID or "")
+        sop_instance = str(request.AffectedSOPInstanceUID or "")
+        opts = self.opts
+        if opts.ignore or not (sop_class and sop_instance):
+            return None
+        if opts.bit_preserving:
+            version = BIT_PRESERVING_VERSION_NAME
+            source_ae = calling_ae
+        elif kept_as_received(transfer_syntax, self.format):
+            version = IMPLEMENTATION_VERSION_NAME
+            source_ae = self._source_ae(calling_ae)
+        else:
+            return None
+        meta = b""
+        if opts.write_file:
+            meta = preamble_and_meta(sop_class, sop_instance, transfer_syntax, source_ae, version)
+        # Named for the object's folder only once it is stored: made in -od, moved from there.
+        target = AtomicFile(
+            os.path.join(self.directory, STREAM_NAME),
+            sync=not opts.no_sync,
+            spare=self.spare,
+            buffering=STREAM_BUFFER,
+        )
+        try:
+            target.__enter__()
+            return StreamedFile(target, meta, sop_class, sop_instance, transfer_syntax)
+        except OSError as err:
+            target.discard()
+            log.debug("cannot write %s while it arrives: %s", sop_instance, err)
+            return None
+
+    def _write_streamed(self, stream: StreamedFile, path: str, calling_ae: str) -> int:
+        """Store a data set written to its file while it arrived: kept as it is when what it
+        holds confirms the file meta written first, else written anew from it (the full
+        parser decides how)."""
+        if stream.error is not None:
+            log.error("cannot write DICOM file: %s: %s", path, stream.error)
+            return OUT_OF_RESOURCES
+        identity = None
+        if not self.opts.bit_preserving:
+            identity = stream.identity(self.format)
+            if identity is None:
+                with stream.reader() as src:
+                    return self._write(
+                        src, path, stream.sop_class, stream.sop_instance,
+                        stream.transfer_syntax, calling_ae,
+                    )  # fmt: skip
+        log.info("storing DICOM file: %s", path)
+        try:
+            return self._place(stream.target, identity, path, stream.sop_class,
+                               stream.sop_instance)  # fmt: skip
+        finally:
+            stream.discard()  # unless committed
 
     def _sorted_path(self, identity: Identity, path: str) -> str:
         """``-ss``/``-su``/``-sp``: the path inside the folder of the study's open run."""
@@ -388,3 +472,85 @@ def _data_set_offset(spool: BinaryIO) -> int:
         raise OSError("spool file has no file meta information")
     (group_length,) = struct.unpack("<I", head[140:144])
     return 144 + int(group_length)
+
+
+STREAM_NAME = "receiving"
+"""The name an object's file is made under (hidden and made unique by :class:`AtomicFile`)
+while it is written as it arrives."""
+
+STREAM_BUFFER = 1 << 20
+"""A streamed file is written in pieces this large, not one system call per PDV."""
+
+WRITEBACK_STEP = 8 << 20
+"""Bytes of a streamed file after which the kernel is asked to start writing them out, so the
+fsync once it is complete waits only for the last of them."""
+
+
+class StreamedFile:
+    """A large data set being written to its output file while it arrives: first the file
+    meta its request predicts, then each fragment. A write that fails is remembered (and the
+    rest of the data set dropped), to be answered once the request is complete, as a store
+    that cannot be written."""
+
+    def __init__(
+        self, target: AtomicFile, meta: bytes, sop_class: str, sop_instance: str,
+        transfer_syntax: str,
+    ) -> None:  # fmt: skip
+        self.target = target
+        self.sop_class = sop_class
+        self.sop_instance = sop_instance
+        self.transfer_syntax = transfer_syntax
+        self.offset = len(meta)
+        self.error: OSError | None = None
+        self._written = 0
+        self._writeback_from = 0
+        self.write(meta)
+        if self.error is not None:
+            raise self.error
+
+    def write(self, data: Any) -> int:
+        f = self.target.file
+        if self.error is not None or f is None:
+            return len(data)
+        try:
+            written = f.write(data)
+            self._written += written
+            if self.target.sync and self._written - self._writeback_from >= WRITEBACK_STEP:
+                f.flush()
+                start_writeback(f.fileno(), self._writeback_from)
+                self._writeback_from = self._written
+        except OSError as err:
+            self.error = err
+            return len(data)
+        return written
+
+    def reader(self) -> BinaryIO:
+        """The data set as written, positioned at its first byte; the caller closes it."""
+        assert self.target.file is not None
+        self.target.file.flush()
+        reader = open(self.target.temp_path, "rb")  # noqa: SIM115 - handed to the caller
+        reader.seek(self.offset)
+        return reader
+
+    def identity(self, fmt: OutputFormat) -> Identity | None:
+        """The data set's identity when it is kept as written and confirms the file meta
+        written before it; None when it must be written anew."""
+        try:
+            assert self.target.file is not None
+            self.target.file.flush()
+            fd = os.open(self.target.temp_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            found = identity_as_received(fd, self.offset, self.transfer_syntax, fmt)
+        finally:
+            os.close(fd)
+        if found is None or (found.sop_class_uid, found.sop_instance_uid) != (
+            self.sop_class, self.sop_instance
+        ):
+            return None  # e.g. UIDs that differ from the request's: the meta is theirs
+        return found
+
+    def discard(self) -> None:
+        """Remove the file unless it has been committed (idempotent)."""
+        self.target.discard()

@@ -146,3 +146,24 @@ def test_removed_directory_answers_out_of_resources_and_recovers(
         uid, status = store_new(peer, ct_small)
         assert status == SUCCESS, f"{status}:\n{server.log}"
     assert_only_complete_files(od, {uid}, ct_small)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_large_object_on_a_full_disk_answers_out_of_resources_and_recovers(
+    storescpd, tmp_path: Path, ct_small: Path, tiny_disk: Path, layout: str
+) -> None:
+    """A 2 MiB object on a 256 KiB disk fails while it is written as it arrives: the store
+    is answered once it is complete, from the 0xA7xx range, its file is gone, and the next
+    (small) store on the same association is kept."""
+    server = start_isolated(storescpd, tmp_path, LAYOUTS[layout], od=tiny_disk)
+    with associate(server) as peer:
+        big = ct_data_set(ct_small, str(generate_uid()))
+        big.Rows, big.Columns, big.NumberOfFrames = 512, 1024, 2
+        big.PixelData = bytes(2 << 20)
+        status = peer.store(CTImageStorage, big.SOPInstanceUID, encode_explicit_le(big))
+        assert is_out_of_resources(status), f"status {status}"
+        assert len(failure_lines(server.log, "No space left on device")) == 1, server.log
+        uid, status = store_new(peer, ct_small)
+        assert status == SUCCESS, f"{status}:\n{server.log}"
+        assert peer.echo() == SUCCESS
+    assert_only_complete_files(tiny_disk, {uid}, ct_small)
