@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from storescpd.worker import reactor
 from storescpd.worker.dimse import SpillingBuffer
+from tests.conftest import poll_until
 
 
 def test_installed_pynetdicom_supports_the_event_driven_loops() -> None:
@@ -66,8 +66,10 @@ def test_a_store_received_before_the_association_is_established_is_answered() ->
     scp.add_supported_context(CTImageStorage)
     handlers = [
         (evt.EVT_CONN_OPEN, on_open),
-        # The window: the AC is out, the association not yet established.
-        (evt.EVT_ACCEPTED, lambda event: time.sleep(0.5)),
+        # The window: the AC is out, the association not yet established, until the DUL
+        # thread has the whole request (served at once, or queued for later).
+        (evt.EVT_ACCEPTED, lambda event: poll_until(
+            lambda: bool(stored or event.assoc.dimse.msg_queue.queue), 10, "the request")),
         (evt.EVT_C_STORE, on_store),
     ]
     server = scp.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
