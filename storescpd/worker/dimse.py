@@ -92,6 +92,7 @@ class SpillingBuffer(io.BytesIO):
         """Remove the spool file or the uncommitted streamed file, if any (idempotent)."""
         f, self.file = self.file, None
         stream, self.stream = self.stream, None
+        self.stream_to = None
         if stream is not None:
             stream.discard()
         elif f is not None:
@@ -185,6 +186,9 @@ class QuickResponseDIMSE(DIMSEServiceProvider):
             else:
                 message.data_set.write(memoryview(data)[1:])
                 if header & 2 and message.primitive is not None:
+                    # Complete: nothing more to stream, and the opener holds the primitive,
+                    # which holds this buffer; a cycle only the GC's rare full pass would free.
+                    message.data_set.stream_to = None
                     self._received(context_id, message.primitive)
                     return
 
