@@ -200,7 +200,8 @@ class QuickResponseDIMSE(DIMSEServiceProvider):
         """Let pynetdicom decode the message from its complete command set on."""
         pdata = P_DATA()
         # The setter takes [ID, bytes] lists only, not tuples.
-        pdvs: Any = [[context_id, b"\x03" + bytes(message.command)], *map(list, rest)]
+        pdvs: Any = [[context_id, b"\x03" + bytes(message.command)]]
+        pdvs += [[context, bytes(data)] for context, data in rest]  # bytes, not views
         pdata.presentation_data_value_list = pdvs
         handed = DIMSEMessage()
         handed.data_set = message.data_set

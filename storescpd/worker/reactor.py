@@ -42,7 +42,7 @@ import select
 import socket
 import struct
 import threading
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pynetdicom import evt
 from pynetdicom.association import Association
@@ -285,8 +285,12 @@ class EventDrivenDUL(DULServiceProvider):
             return False
         self._data_received = True
         try:
-            # Mostly read ahead already: then taken without another system call.
-            pdu = guard.take_ahead(6 + length) or sock.recv(6 + length)
+            # Mostly read ahead already: then taken without another system call; else read
+            # ahead until it is all there, so it is read (and copied) once.
+            pdu: Any = guard.take_ahead(6 + length)
+            if pdu is None:
+                guard.fill_ahead(6 + length)
+                pdu = guard.take_ahead(6 + length) or guard.take_ahead(guard.pending())
         except (OSError, TimeoutError) as exc:
             # pynetdicom's words and events for the same failures (its _read_pdu_data).
             _DUL_LOG.error("Connection closed before the entire PDU was received")
@@ -319,7 +323,7 @@ class EventDrivenDUL(DULServiceProvider):
             pdu = following
         return True
 
-    def _deliver(self, pdu: bytes | bytearray) -> bool:
+    def _deliver(self, pdu: bytes | bytearray | memoryview) -> bool:
         """Hand a P-DATA-TF's PDVs to DIMSE (action DT-2); False, having queued pynetdicom's
         invalid-PDU event (Evt19), when they cannot be split."""
         pdvs = split_pdvs(pdu)
@@ -328,7 +332,8 @@ class EventDrivenDUL(DULServiceProvider):
             self.event_queue.put("Evt19")
             return False
         received = P_DATA()
-        received._presentation_data_value_list = pdvs  # the setter wants lists, not tuples
+        # The setter wants lists, not tuples; DIMSE reads the views as it would bytes.
+        received._presentation_data_value_list = cast(Any, pdvs)
         self.assoc.dimse.receive_primitive(received)
         return True
 

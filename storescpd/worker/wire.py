@@ -92,7 +92,8 @@ class PduGuard(_Socket):
         data = self._take(bufsize)
         if data is None:
             data = super().recv(bufsize, flags)
-        return self._follow(data)
+        followed: bytes = self._follow(data)
+        return followed
 
     def recv_into(self, buffer: Any, nbytes: int | None = 0, flags: int = 0) -> int:
         view = memoryview(buffer)
@@ -132,16 +133,36 @@ class PduGuard(_Socket):
         """Up to ``size`` of the bytes read ahead, left in place."""
         return bytes(self._ahead[:size])
 
-    def take_ahead(self, size: int) -> bytes | None:
+    def take_ahead(self, size: int) -> memoryview | None:
         """The next ``size`` bytes, followed, if all of them have been read ahead; else None,
-        having taken nothing."""
+        having taken nothing. A view of the read-ahead buffer, never written to again: no
+        copy of a large P-DATA-TF."""
         if len(self._ahead) < size:
             return None
-        data = bytes(self._ahead[:size])
+        data = memoryview(self._ahead)[:size]
         self._ahead = self._ahead[size:]
-        return self._follow(data)
+        followed: memoryview = self._follow(data)
+        return followed
 
-    def _follow(self, data: bytes) -> bytes:
+    def fill_ahead(self, size: int) -> bool:
+        """Read until at least ``size`` bytes are read ahead (one PDU that the last read cut),
+        into one new buffer, so that :meth:`take_ahead` then hands it out whole; False when
+        the peer closed first (what was read stays ahead). Blocks as a read would."""
+        have = len(self._ahead)
+        if have >= size:
+            return True
+        buffer = bytearray(max(size, self.read_ahead))
+        buffer[:have] = self._ahead
+        view = memoryview(buffer)
+        while have < size:
+            got = super().recv_into(view[have:], len(buffer) - have)
+            if not got:
+                break
+            have += got
+        self._ahead = view[:have]
+        return have >= size
+
+    def _follow(self, data: Any) -> Any:
         """Check each PDU header in ``data``; returns ``data`` as pynetdicom is to see it (a
         copy only when :meth:`_accept_version` changes it)."""
         out: bytes | bytearray = data
@@ -312,12 +333,16 @@ class MessageTracker:
 _PDV_HEAD = struct.Struct(">IB")  # PDV item length, presentation context ID (PS3.8 9.3.5.1)
 
 
-def split_pdvs(pdu: bytes | bytearray, start: int = 6) -> list[tuple[int, bytes]] | None:
+def split_pdvs(
+    pdu: bytes | bytearray | memoryview, start: int = 6
+) -> list[tuple[int, memoryview]] | None:
     """The (context ID, message control header + fragment) PDVs of a P-DATA-TF PDU from byte
-    ``start`` on, or None where pynetdicom's decoder would fail (an item header or value
-    running past the end, an item length of 0)."""
-    pdvs: list[tuple[int, bytes]] = []
-    pos, end = start, len(pdu)
+    ``start`` on, as views of ``pdu`` (whose bytes must not change while they are used), or
+    None where pynetdicom's decoder would fail (an item header or value running past the end,
+    an item length of 0)."""
+    pdvs: list[tuple[int, memoryview]] = []
+    view = memoryview(pdu)
+    pos, end = start, len(view)
     while pos < end:
         if pos + 5 > end:
             return None
@@ -325,7 +350,7 @@ def split_pdvs(pdu: bytes | bytearray, start: int = 6) -> list[tuple[int, bytes]
         stop = pos + 4 + length
         if not length or stop > end:
             return None
-        pdvs.append((context, bytes(pdu[pos + 5 : stop])))
+        pdvs.append((context, view[pos + 5 : stop]))
         pos = stop
     return pdvs
 
