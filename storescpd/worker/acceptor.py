@@ -41,6 +41,7 @@ from storescpd.proctitle import set_title
 from storescpd.worker import reactor
 from storescpd.worker.announce import Announcer
 from storescpd.worker.contexts import (
+    memoize_uid_conversion,
     memoize_uid_validation,
     promiscuous_additions,
     supported_contexts,
@@ -185,6 +186,7 @@ class Acceptor:
         # decides what may name a file, and a bad UID must not cost the association.
         _config.VALIDATORS["UI"] = _accept_any_uid
         memoize_uid_validation()
+        memoize_uid_conversion()
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
         pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
         self.spool_dir = ""
@@ -648,6 +650,8 @@ def _on_accepted(event: evt.Event) -> None:
     log.info("Association Acknowledged (Max Send PDV: %d)", send_pdu - 12)
     if not assoc.accepted_contexts:
         log.info("    (but no valid presentation contexts)")
+    if not log.isEnabledFor(logging.DEBUG):
+        return  # a line per context: over a hundred with DCMTK's storescu
     for cx in assoc.accepted_contexts + assoc.rejected_contexts:
         log.debug(
             "  Context %s: %s -> result %s, %s",

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydicom.uid import UID
+from pynetdicom import _config as _pynetdicom_config
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import register_uid, uid_to_service_class
@@ -95,6 +97,66 @@ def memoize_uid_validation() -> None:
 
     is_valid.memoized = True  # type: ignore[attr-defined]
     UID.is_valid = property(is_valid, doc=current.__doc__)  # type: ignore[method-assign,assignment]
+
+
+UID_MEMO_LIMIT = 4096
+"""UIDs :func:`memoize_uid_conversion` remembers per process: DCMTK's storescu brings about 140
+distinct ones to each association; a peer inventing new ones only stops the remembering."""
+
+_UID_USERS = ("ae", "dimse_primitives", "pdu_items", "pdu_primitives", "presentation", "utils")
+"""pynetdicom's modules that call ``set_uid`` by their own global name."""
+
+
+def memoize_uid_conversion() -> None:
+    """Have pynetdicom's ``set_uid`` hand back the UID object it made before for the same
+    value, process-wide, once that value proved non-empty, conformant and accepted.
+
+    Each DCMTK association costs several hundred ``set_uid`` calls (decoding the A-ASSOCIATE-RQ,
+    building its primitive, negotiating, encoding the A-ASSOCIATE-AC), each making a new pydicom
+    ``UID`` from the same strings, about a third of an association's CPU. A remembered value
+    is one for which the call had nothing to say (no error, no warning), so remembering changes
+    only the cost; UIDs are immutable strings, shared as pynetdicom itself shares them. A value
+    carrying a private transfer syntax encoding is never remembered.
+    """
+    import pynetdicom.utils
+
+    original = pynetdicom.utils.set_uid
+    if getattr(original, "memoized", False):
+        return
+    known: dict[str | bytes, UID] = {}
+
+    def set_uid(
+        value: Any,
+        name: str,
+        allow_empty: bool = True,
+        allow_none: bool = True,
+        validate: bool = True,
+    ) -> UID | None:
+        kind = type(value)
+        plain = kind is str or kind is bytes or (
+            kind is UID and not hasattr(value, "_PRIVATE_TS_ENCODING")
+        )
+        if plain:
+            uid = known.get(value)
+            if uid is not None:
+                return uid
+        result: UID | None = original(value, name, allow_empty, allow_none, validate)
+        if (
+            plain
+            and result
+            and len(known) < UID_MEMO_LIMIT
+            and not hasattr(result, "_PRIVATE_TS_ENCODING")
+            and result.is_valid
+            and _pynetdicom_config.VALIDATORS["UI"](result)[0]
+        ):
+            known[value] = result
+        return result
+
+    set_uid.memoized = True  # type: ignore[attr-defined]
+    for module in _UID_USERS:
+        target = importlib.import_module(f"pynetdicom.{module}")
+        if getattr(target, "set_uid", None) is original:
+            target.set_uid = set_uid  # type: ignore[attr-defined]
 
 
 def _keyword(uid: str) -> str:

@@ -390,42 +390,52 @@ def rq_problem(body: bytes) -> str:
     """
     if len(body) < 68:
         return f"{len(body)} bytes, too short"
-    for item_type, item in _items(body, 68):
-        if item_type is None:
-            return item.decode("ascii")
+    pos = 68
+    while pos < len(body):
+        item = _item(body, pos, len(body))
+        if isinstance(item, str):
+            return item
+        item_type, start, pos = item
         if item_type == 0x20:
-            problem = _context_problem(item)
+            problem = _context_problem(body, start, pos)
             if problem:
                 return problem
     return ""
 
 
-def _context_problem(item: bytes) -> str:
-    if len(item) < 4:
+def _context_problem(body: bytes, start: int, stop: int) -> str:
+    """What is wrong with the presentation context item in ``body[start:stop]``, or ''."""
+    if stop - start < 4:
         return "presentation context item too short"
-    context_id = item[0]
+    context_id = body[start]
     if not context_id & 1:
         return f"presentation context ID {context_id} is not odd"
-    kinds = [kind for kind, value in _items(item, 4) if kind is None or value]
-    if None in kinds:
-        return f"presentation context {context_id}: sub-item length runs past its end"
-    if kinds.count(0x30) != 1:
-        return f"presentation context {context_id}: {kinds.count(0x30)} abstract syntaxes"
-    if not kinds.count(0x40):
+    abstract = transfer = 0
+    pos = start + 4
+    while pos < stop:
+        sub_item = _item(body, pos, stop)
+        if isinstance(sub_item, str):
+            return f"presentation context {context_id}: sub-item length runs past its end"
+        kind, value_start, pos = sub_item
+        if pos > value_start:  # an empty sub-item counts for nothing
+            abstract += kind == 0x30
+            transfer += kind == 0x40
+    if abstract != 1:
+        return f"presentation context {context_id}: {abstract} abstract syntaxes"
+    if not transfer:
         return f"presentation context {context_id}: no transfer syntax"
     return ""
 
 
-def _items(data: bytes, start: int) -> list[tuple[int | None, bytes]]:
-    """The (type, value) items of ``data`` from ``start``; (None, why) ends a broken list."""
-    out: list[tuple[int | None, bytes]] = []
-    pos = start
-    while pos < len(data):
-        if pos + 4 > len(data):
-            return [*out, (None, b"item header runs past the end")]
-        item_type, _, length = struct.unpack(">BBH", data[pos : pos + 4])
-        if pos + 4 + length > len(data):
-            return [*out, (None, b"item length runs past the end")]
-        out.append((item_type, data[pos + 4 : pos + 4 + length]))
-        pos += 4 + length
-    return out
+_ITEM_HEAD = struct.Struct(">BxH")  # item type, reserved, item length (PS3.8 9.3.2)
+
+
+def _item(data: bytes, pos: int, end: int) -> tuple[int, int, int] | str:
+    """The item at ``pos`` as (type, where its value starts, where it ends), or why it runs
+    past ``end``. Offsets, not copies: a request of DCMTK's has a few hundred items."""
+    if pos + 4 > end:
+        return "item header runs past the end"
+    item_type, length = _ITEM_HEAD.unpack_from(data, pos)
+    if pos + 4 + length > end:
+        return "item length runs past the end"
+    return item_type, pos + 4, pos + 4 + length
