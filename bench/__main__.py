@@ -90,12 +90,14 @@ def run_workload(server: RunningServer, workload: Workload, corpus: corpus_mod.C
     }
 
 
-def empty(directory: Path) -> None:
+def set_aside(directory: Path, keep: Path) -> None:
+    """Move what a workload stored out of the output directory, into ``keep``, to be deleted
+    with the scratch space at the end. Deleting it now would slow the next workload: on ext4
+    without a journal (this kind of machine) a new file skips inodes freed in the last few
+    seconds, and creating each of the next 2000 files took 0.5 ms instead of 15 us."""
+    keep.mkdir(parents=True)
     for child in directory.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
+        child.rename(keep / child.name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +166,7 @@ def _round_on(spec: ServerSpec, rnd: int, workloads: list[Workload], corpus: cor
             print(f"round {rnd + 1} {w.name} {spec.name:<15} {run['images_per_s']:8.1f} img/s "
                   f"{run['mb_per_s']:7.1f} MB/s  check {'ok' if run['check']['ok'] else 'FAIL'}",
                   flush=True)
-            empty(od)
+            set_aside(od, scratch / "stored" / f"{spec.name}.{rnd}.{w.name}")
         idle["after_work"] = server.worker_uss() if pool else []
     failed = [r for r in runs[first:] if not r["check"]["ok"] or r["failed_senders"]]
     if failed:
