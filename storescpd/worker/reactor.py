@@ -55,6 +55,7 @@ from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
 from storescpd.worker.dimse import BulkReadingSocket, QuickResponseDIMSE
+from storescpd.worker.request import decode_associate_rq
 from storescpd.worker.wire import P_DATA_TF, GuardedSocket, PduGuard, split_pdvs
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,10 @@ LONGEST_WAIT = 0.2
 _NEEDED = (
     (
         DULServiceProvider,
-        ("run_reactor", "_process_recv_primitive", "_is_transport_event", "_read_pdu_data"),
+        (
+            "run_reactor", "_process_recv_primitive", "_is_transport_event", "_read_pdu_data",
+            "_decode_pdu",
+        ),
     ),
     (Association, ("_run_reactor", "kill")),
     (DIMSEServiceProvider, ("send_msg", "maximum_pdu_size", "receive_primitive")),
@@ -251,6 +255,17 @@ class EventDrivenDUL(DULServiceProvider):
             elif event is None and not self._data_received:
                 watched = self._wait(poller, watched)
             self._data_received = False
+
+    def _decode_pdu(self, bytestream: bytearray) -> tuple[Any, str]:
+        # An A-ASSOCIATE-RQ's contexts may be ones this process has decoded before (see
+        # storescpd.worker.request); its events and state machine event are pynetdicom's.
+        if bytestream[:1] != b"\x01" or self.assoc.get_handlers(evt.EVT_PDU_RECV):
+            return super()._decode_pdu(bytestream)
+        data = bytes(bytestream)
+        evt.trigger(self.assoc, evt.EVT_DATA_RECV, {"data": data})
+        pdu = decode_associate_rq(data)
+        evt.trigger(self.assoc, evt.EVT_PDU_RECV, {"pdu": pdu})
+        return pdu, "Evt6"
 
     def _read_pdu_data(self) -> None:
         """Read the next PDU; a P-DATA-TF in Sta6 goes straight to DIMSE (see :meth:`_take_data`),
