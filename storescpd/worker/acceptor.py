@@ -40,6 +40,7 @@ from storescpd.options import Options
 from storescpd.proctitle import set_title
 from storescpd.worker import reactor
 from storescpd.worker.announce import Announcer
+from storescpd.worker.associate import memoize_context_answers
 from storescpd.worker.contexts import (
     memoize_uid_conversion,
     memoize_uid_validation,
@@ -187,6 +188,7 @@ class Acceptor:
         _config.VALIDATORS["UI"] = _accept_any_uid
         memoize_uid_validation()
         memoize_uid_conversion()
+        memoize_context_answers()
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
         pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
         self.spool_dir = ""

@@ -54,8 +54,8 @@ from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
+from storescpd.worker.associate import decode_associate_rq
 from storescpd.worker.dimse import BulkReadingSocket, QuickResponseDIMSE
-from storescpd.worker.request import decode_associate_rq
 from storescpd.worker.wire import P_DATA_TF, GuardedSocket, PduGuard, split_pdvs
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ class EventDrivenDUL(DULServiceProvider):
 
     def _decode_pdu(self, bytestream: bytearray) -> tuple[Any, str]:
         # An A-ASSOCIATE-RQ's contexts may be ones this process has decoded before (see
-        # storescpd.worker.request); its events and state machine event are pynetdicom's.
+        # storescpd.worker.associate); its events and state machine event are pynetdicom's.
         if bytestream[:1] != b"\x01" or self.assoc.get_handlers(evt.EVT_PDU_RECV):
             return super()._decode_pdu(bytestream)
         data = bytes(bytestream)

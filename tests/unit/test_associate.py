@@ -1,4 +1,4 @@
-"""A-ASSOCIATE-RQ decoding that remembers contexts gives what pynetdicom's decoding gives."""
+"""A-ASSOCIATE-RQ decoding and -AC encoding that remember contexts give what pynetdicom gives."""
 
 from __future__ import annotations
 
@@ -6,24 +6,25 @@ import logging
 from typing import Any
 
 import pytest
-from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
+from pynetdicom.pdu_items import PresentationContextItemAC
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
     ImplementationClassUIDNotification,
     MaximumLengthNotification,
 )
-from pynetdicom.presentation import build_context
+from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage
 
-from storescpd.worker import request
-from storescpd.worker.request import decode_associate_rq
+from storescpd.worker import associate
+from storescpd.worker.associate import decode_associate_rq, memoize_context_answers
 
 SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2"]
 
 
 @pytest.fixture(autouse=True)
 def nothing_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(request, "_remembered", {})
+    monkeypatch.setattr(associate, "_remembered", {})
 
 
 def encoded_rq(abstract_syntaxes: list[str], calling: str = "SCU", max_length: int = 16384) -> bytes:
@@ -96,7 +97,7 @@ def test_contexts_pynetdicom_warns_about_are_never_remembered(
         for pdu in pdus:
             pdu.to_primitive()
     assert all(type(pdu) is A_ASSOCIATE_RQ for pdu in pdus)
-    assert not request._remembered
+    assert not associate._remembered
     assert described(pdus[1]) == reference(data)
 
 
@@ -114,3 +115,41 @@ def test_a_request_whose_items_overrun_its_length_is_pynetdicoms_to_refuse(cut: 
     except Exception as err:  # noqa: BLE001
         got = type(err)
     assert got == expected
+
+
+def encoded_ac(results: list[tuple[int, int, str]]) -> bytes:
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = "SCU"
+    primitive.called_ae_title = "STORESCP"
+    primitive.result = 0
+    for context_id, result, syntax in results:
+        context = PresentationContext()
+        context.context_id = context_id
+        context.result = result
+        context.add_transfer_syntax(syntax)
+        primitive.presentation_context_definition_results_list.append(context)
+    length = MaximumLengthNotification()
+    length.maximum_length_received = 16384
+    primitive.user_information = [length]
+    return bytes(A_ASSOCIATE_AC(primitive).encode())
+
+
+def test_remembered_answers_encode_as_pynetdicom_encodes_them() -> None:
+    results = [(2 * n + 1, n % 4, SYNTAXES[n % 3]) for n in range(40)]
+    before = encoded_ac(results)
+    shuffled = encoded_ac(results[::-1])
+    memoize_context_answers()
+    memoize_context_answers()  # idempotent
+    assert getattr(PresentationContextItemAC.encode, "memoized", False)
+    assert encoded_ac(results) == encoded_ac(results) == before
+    assert encoded_ac(results[::-1]) == shuffled
+    # The same IDs with other results and syntaxes are other items.
+    other = [(context_id, 3 - result, SYNTAXES[(n + 1) % 3])
+             for n, (context_id, result, _) in enumerate(results)]  # fmt: skip
+    assert encoded_ac(other) != before
+    decoded = A_ASSOCIATE_AC()
+    decoded.decode(encoded_ac(other))
+    assert [(cx.context_id, cx.result, str(cx.transfer_syntax[0]))
+            for cx in decoded.to_primitive().presentation_context_definition_results_list
+            ] == other  # fmt: skip
