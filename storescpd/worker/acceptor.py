@@ -38,7 +38,7 @@ from storescpd.asconfig import Profile
 from storescpd.fsio import spool_prefix
 from storescpd.options import Options
 from storescpd.proctitle import set_title
-from storescpd.worker import reactor
+from storescpd.worker import associate, reactor
 from storescpd.worker.announce import Announcer
 from storescpd.worker.associate import memoize_context_answers
 from storescpd.worker.contexts import (
@@ -233,6 +233,7 @@ class Acceptor:
     def serve_in_child(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         """Serve one association in a freshly forked child, with a spool directory of its own."""
         self.process_name = "child"
+        associate.learn_nothing()
         self._show(peer[0])
         self.fresh_spool()
         try:

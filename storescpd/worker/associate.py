@@ -42,6 +42,14 @@ _ITEM_HEAD = struct.Struct(">BxH")
 
 Template = tuple[tuple[int, UID, tuple[UID, ...]], ...]
 _remembered: dict[bytes, Template] = {}
+_learning = True
+
+
+def learn_nothing() -> None:
+    """This process serves one association (a ``--fork`` child): remembering its request's
+    contexts would only cost it time."""
+    global _learning
+    _learning = False
 
 
 class _RequestWithKnownContexts(A_ASSOCIATE_RQ):
@@ -77,7 +85,7 @@ def decode_associate_rq(data: bytes) -> A_ASSOCIATE_RQ:
             return known
     pdu = A_ASSOCIATE_RQ()
     pdu.decode(data)
-    if split is not None and len(_remembered) < REMEMBERED_LIMIT:
+    if _learning and split is not None and len(_remembered) < REMEMBERED_LIMIT:
         template = _template_of(pdu)
         if template is not None:
             _remembered[split[0]] = template
