@@ -76,7 +76,10 @@ _NEEDED = (
     (
         DULServiceProvider,
         (
-            "run_reactor", "_process_recv_primitive", "_is_transport_event", "_read_pdu_data",
+            "run_reactor",
+            "_process_recv_primitive",
+            "_is_transport_event",
+            "_read_pdu_data",
             "_decode_pdu",
         ),
     ),
