@@ -17,6 +17,7 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from pydicom.uid import (
@@ -153,6 +154,33 @@ def test_private_sop_class_only_when_promiscuous(
     assert cx.result == result
     if result == ACCEPTANCE:
         assert cx.transfer_syntax == [ExplicitVRLittleEndian]
+
+
+def test_the_same_proposal_again_is_answered_alike(subject: StartServer, ct_small: Path) -> None:
+    """A server process decodes a proposal it has seen before from what it learnt (see
+    storescpd.worker.associate): the answer, and what the association then serves, are the
+    same as the first time, for pynetdicom's proposal and for DCMTK storescu's 128 contexts."""
+    server = subject()
+    proposed = [(VERIFICATION, UNCOMPRESSED), (CTImageStorage, UNCOMPRESSED),
+                (PRIVATE_SOP_CLASS, UNCOMPRESSED), (CTImageStorage, [JPEGBaseline8Bit])]  # fmt: skip
+    answers = []
+    for _ in range(3):
+        with associate(server, proposed) as assoc:
+            assert assoc.is_established
+            answers.append([
+                (cx.context_id, str(cx.abstract_syntax), [str(ts) for ts in cx.transfer_syntax],
+                 cx.result)
+                for cx in assoc.accepted_contexts + assoc.rejected_contexts
+            ])  # fmt: skip
+            assert assoc.send_c_echo().Status == 0x0000
+    assert answers[0] == answers[1] == answers[2]
+    assert {a[3] for a in answers[0]} == {ACCEPTANCE, ABSTRACT_SYNTAX_NOT_SUPPORTED,
+                                           TRANSFER_SYNTAXES_NOT_SUPPORTED}  # fmt: skip
+    for _ in range(3):
+        done = run_dcmtk("storescu", "-aec", "ANY-SCP", "127.0.0.1", str(server.port),
+                         str(ct_small))  # fmt: skip
+        assert done.returncode == 0 and "E:" not in done.stdout + done.stderr, done.stderr
+    assert len([p for p in server.od.iterdir() if p.name.startswith("CT.")]) == 1
 
 
 @storescpd_only
