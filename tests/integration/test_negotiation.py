@@ -161,8 +161,12 @@ def test_the_same_proposal_again_is_answered_alike(subject: StartServer, ct_smal
     storescpd.worker.associate): the answer, and what the association then serves, are the
     same as the first time, for pynetdicom's proposal and for DCMTK storescu's 128 contexts."""
     server = subject()
-    proposed = [(VERIFICATION, UNCOMPRESSED), (CTImageStorage, UNCOMPRESSED),
-                (PRIVATE_SOP_CLASS, UNCOMPRESSED), (CTImageStorage, [JPEGBaseline8Bit])]  # fmt: skip
+    proposed = [
+        (VERIFICATION, UNCOMPRESSED),
+        (CTImageStorage, UNCOMPRESSED),
+        (PRIVATE_SOP_CLASS, UNCOMPRESSED),
+        (CTImageStorage, [JPEGBaseline8Bit]),
+    ]
     answers = []
     for _ in range(3):
         with associate(server, proposed) as assoc:

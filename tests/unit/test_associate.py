@@ -27,7 +27,9 @@ def nothing_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(associate, "_remembered", {})
 
 
-def encoded_rq(abstract_syntaxes: list[str], calling: str = "SCU", max_length: int = 16384) -> bytes:
+def encoded_rq(
+    abstract_syntaxes: list[str], calling: str = "SCU", max_length: int = 16384
+) -> bytes:
     primitive = A_ASSOCIATE()
     primitive.application_context_name = "1.2.840.10008.3.1.1.1"
     primitive.calling_ae_title = calling
