@@ -19,8 +19,6 @@ pynetdicom's own item class remember each item's bytes by those three values.
 
 from __future__ import annotations
 
-import struct
-
 from pydicom.uid import UID
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_items import (
@@ -32,13 +30,13 @@ from pynetdicom.pdu_items import (
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.presentation import PresentationContext
 
+from storescpd.worker.wire import item_at
+
 CONTEXT_ITEM = 0x20
 FIXED_FIELDS = 6 + 68  # PDU header, then protocol version … reserved (PS3.8 Table 9-11)
 REMEMBERED_LIMIT = 32
 """Distinct context lists remembered per process; a peer inventing new ones only stops the
 remembering."""
-
-_ITEM_HEAD = struct.Struct(">BxH")
 
 Template = tuple[tuple[int, UID, tuple[UID, ...]], ...]
 _remembered: dict[bytes, Template] = {}
@@ -103,12 +101,10 @@ def _split(data: bytes) -> tuple[bytes, bytes] | None:
     others: list[bytes] = []
     pos = FIXED_FIELDS
     while pos < len(data):
-        if pos + 4 > len(data):
+        item = item_at(data, pos, len(data))
+        if isinstance(item, str):
             return None
-        item_type, length = _ITEM_HEAD.unpack_from(data, pos)
-        end = pos + 4 + length
-        if end > len(data):
-            return None
+        item_type, _, end = item
         (contexts if item_type == CONTEXT_ITEM else others).append(data[pos:end])
         pos = end
     if not contexts:

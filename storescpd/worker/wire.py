@@ -392,7 +392,7 @@ def rq_problem(body: bytes) -> str:
         return f"{len(body)} bytes, too short"
     pos = 68
     while pos < len(body):
-        item = _item(body, pos, len(body))
+        item = item_at(body, pos, len(body))
         if isinstance(item, str):
             return item
         item_type, start, pos = item
@@ -413,7 +413,7 @@ def _context_problem(body: bytes, start: int, stop: int) -> str:
     abstract = transfer = 0
     pos = start + 4
     while pos < stop:
-        sub_item = _item(body, pos, stop)
+        sub_item = item_at(body, pos, stop)
         if isinstance(sub_item, str):
             return f"presentation context {context_id}: sub-item length runs past its end"
         kind, value_start, pos = sub_item
@@ -430,7 +430,7 @@ def _context_problem(body: bytes, start: int, stop: int) -> str:
 _ITEM_HEAD = struct.Struct(">BxH")  # item type, reserved, item length (PS3.8 9.3.2)
 
 
-def _item(data: bytes, pos: int, end: int) -> tuple[int, int, int] | str:
+def item_at(data: bytes, pos: int, end: int) -> tuple[int, int, int] | str:
     """The item at ``pos`` as (type, where its value starts, where it ends), or why it runs
     past ``end``. Offsets, not copies: a request of DCMTK's has a few hundred items."""
     if pos + 4 > end:
